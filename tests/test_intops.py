@@ -110,7 +110,7 @@ def test_requant_small_int_form_is_identical_and_stays_small(rng):
             assert got == ref
             lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
             assert [K.requant(int(a), M, sh, lo, hi) for a in accs[::7]] == ref[::7]
-        if sh >= 16:   # the intermediates of spec §2.3 stay within MicroPython small ints
+        if 16 <= sh <= 44:   # the intermediates of spec §2.3 stay within small ints
             h = accs >> 15
             lo15 = accs & 0x7FFF
             t = h * M + ((lo15 * M) >> 15) + (1 << (sh - 16))
@@ -418,6 +418,17 @@ def test_softmax_edge_cases():
         I.softmax(np.array([2**30, 0]), M, sh)
 
 
+def test_softmax_cutoff(rng):
+    for scale in 10 ** rng.uniform(-4, 0, size=200):
+        M, sh = I.softmax_multiplier(scale)
+        dc = I.softmax_cutoff(M, sh)
+        e = I.softmax_exp(np.array([0, -(dc - 1), -dc, -(dc + 1)]), M, sh)
+        assert e[2] == 0 and e[3] == 0
+        t = I.rshift_round(np.array([dc - 1, dc]) * M, sh)
+        assert t.tolist()[0] < I.SOFTMAX_T_MAX <= t.tolist()[1]
+    assert I.softmax_cutoff(0, 1) is None
+
+
 # ---------------------------------------------------------------- §10 relu, residual
 
 def test_relu_and_residual_add(rng):
@@ -597,6 +608,7 @@ def test_input_quantisation_table_and_float(rng):
 # ---------------------------------------------------------------- the spec on real MicroPython
 
 MP_SCRIPT = """
+import micropython
 from array import array
 from bvit import kernels as K
 rows, n = {rows}, {n}
@@ -604,15 +616,20 @@ packed = bytes({packed})
 x = array('b', {x})
 t = K.unpack_trits(packed, rows, n)
 print(' '.join(str(v) for v in t))
-acc = K.ternary_matvec(packed, rows, n, x)
-print(' '.join(str(v) for v in acc))
-print(' '.join(str(K.requant(a, {M}, {sh})) for a in acc))
+acc = array('i', bytes(4 * rows))
 cs = [K.sincos_q14(p) for p in {phases}]
 cos = array('h', [c for c, s in cs])
 sin = array('h', [s for c, s in cs])
-print(' '.join(str(c) + ' ' + str(s) for c, s in cs))
 v = array('h', {v})
-K.butterfly(v, cos, sin, {n_l}, {n_pad})
+micropython.heap_lock()   # the hot loops allocate nothing
+try:
+    K.ternary_matvec(packed, rows, n, x, acc)
+    K.butterfly(v, cos, sin, {n_l}, {n_pad})
+finally:
+    micropython.heap_unlock()
+print(' '.join(str(a) for a in acc))
+print(' '.join(str(K.requant(a, {M}, {sh})) for a in acc))
+print(' '.join(str(c) + ' ' + str(s) for c, s in cs))
 print(' '.join(str(e) for e in v))
 """
 

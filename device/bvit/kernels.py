@@ -57,7 +57,7 @@ def rshift_round(x, s):
 
 
 def requant(acc, M, shift, lo=-128, hi=127):
-    """sat(rshift_round(acc * M, shift)) with no intermediate beyond 2^30 when |acc| < 2^29
+    """sat(rshift_round(acc * M, shift)), no intermediate beyond 2^30 for |acc| < 2^29, shift <= 44
     (spec §2.3). lo/hi: the output range, inside int16 (int8 by default)."""
     if M == 0:
         return 0
@@ -181,7 +181,8 @@ def butterfly_stage(v, cos, sin, l, n_pad):
     h = 1 << l
     s = h << 1
     a = l * (n_pad >> 1)
-    for blk in range(0, n_pad, s):
+    blk = 0
+    while blk < n_pad:   # (a range with a variable step would allocate)
         for i1 in range(blk, blk + h):
             i2 = i1 + h
             c = cos[a]
@@ -201,6 +202,7 @@ def butterfly_stage(v, cos, sin, l, n_pad):
                 y2 = -32768
             v[i1] = y1
             v[i2] = y2
+        blk += s
 
 
 def butterfly(v, cos, sin, n_stages, n_pad):

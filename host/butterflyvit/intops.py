@@ -191,8 +191,8 @@ def requant(acc, M, shift, bits: int = 8) -> np.ndarray:
 
 def requant_small_int(acc: int, M: int, shift: int, bits: int = 8) -> int:
     """Spec §2.3: the same result as `requant`, computed so that every intermediate fits a
-    MicroPython small int (|v| < 2^30) for |acc| < 2^29. Pure Python, for scalars; this is
-    the form device code uses. (For shift <= 15 it relies on saturation.)"""
+    MicroPython small int (|v| < 2^30) for |acc| < 2^29 and shift <= 44. Pure Python, for
+    scalars; the form device code uses. (For shift <= 15 it relies on saturation.)"""
     if bits > 16:
         raise ValueError("requant_small_int saturates to int8 or int16")
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
@@ -821,3 +821,14 @@ def preprocess_frame(buf, width: int, height: int, fmt: str, image_size: int, ch
     """Spec §14: camera frame -> (N, C*p*p) int8 patch vectors for the patch embedding."""
     pix = frame_to_pixels(buf, width, height, fmt, image_size, channels)
     return patchify(quantize_pixels(pix, A, B, shift), patch)
+
+
+def softmax_cutoff(M: int, shift: int) -> int | None:
+    """Spec §9.2: the smallest difference d = max - L_j with t >= 15*256 (so e_j = 0);
+    None when M = 0 (t is always 0). Kernels may compare d against it instead of
+    multiplying: equal by construction since t grows with d."""
+    if M == 0:
+        return None
+    # rshift_round(d M, sh) >= 3840  <=>  d M >= 3840 * 2^sh - 2^(sh-1)
+    need = SOFTMAX_T_MAX * (1 << shift) - (1 << (shift - 1))
+    return -(-need // M)
