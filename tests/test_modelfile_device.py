@@ -3,7 +3,7 @@
 - cross test: files written by the host are read on MicroPython, every section's bytes,
   trit5 rows and metadata match what the host reads, from a file and from bytes;
 - every error case of test_modelfile.py gives the host's message on the board too;
-- a bounded fuzz (200 mutated files) gives a clean ModelFormatError or the host's contents;
+- a bounded fuzz (500 mutated files) gives a clean ModelFormatError or the host's contents;
 - RAM: a model of several hundred KB is opened, CRC-checked and read in slices with a small,
   model-size independent heap (see test_heap_*).
 """
@@ -206,7 +206,7 @@ def test_fuzz_board(micropython, tmp_path):
     rng = random.Random(7031)
     bases = fuzz_bases()
     files, kinds = [], []
-    for k in range(200):
+    for k in range(500):
         kind, data, _ = mutate(rng, bases[k % len(bases)])
         files.append((data, "file" if k % 2 else "bytes"))
         kinds.append(kind)
@@ -215,7 +215,8 @@ def test_fuzz_board(micropython, tmp_path):
     for k, (line, (data, mode)) in enumerate(zip(lines, files)):
         compare(line, data, where=f"fuzz case {k} ({kinds[k]}, {mode})")
         outcomes[line.split(" ", 1)[0]] += 1
-    assert outcomes["OK"] and outcomes["ERR"] > 100, outcomes
+    assert outcomes["OK"] > 20 and outcomes["ERR"] > 250, outcomes
+    print(f"\nboard fuzz: {len(files)} files, {outcomes}")
 
 
 # ------------------------------------------------------------------ RAM
@@ -346,4 +347,5 @@ def test_heap_32k_precompiled(micropython, tmp_path, big_model):
     path, expected = big_model
     res = micropython.run(code="import heapwork\n", args=[path, 0], heapsize="32k", extra_path=[lib])
     lines = check_heap_run(res, expected)
-    print("\n32k heap:", lines[0], "bytes free after imports;", lines[-1], "bytes after close")
+    print(f"\n32k heap: {lines[0].split()[1]} bytes free after imports, "
+          f"{lines[-1].split()[1]} bytes allocated after close")
