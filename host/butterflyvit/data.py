@@ -1,0 +1,272 @@
+"""Data sets as uint8 tensors in memory, normalisation and batch augmentation.
+
+Every loader returns a `Dataset` with uint8 images (N, C, H, W), int64 labels, class
+names and the per-channel mean/std (of the training pixels, scaled to 0..1). The model
+sees x = (p/255 - mean[c]) / std[c]. Nothing is ever downloaded.
+
+Supported:
+- "fashion-mnist": the IDX files (gzipped or not) of the official release, as Debian's
+  dataset-fashion-mnist installs them (default /usr/share/datasets/fashion-mnist).
+- "cifar10": the official python pickles (a directory holding data_batch_1..5 and
+  test_batch, e.g. cifar-10-batches-py, or the cifar-10-python.tar.gz archive), or an
+  image-folder tree <root>/{train,test}/<class>/*.{jpg,png} given as a directory or as a
+  .tar/.tar.gz of it (e.g. ../shared/datasets/cifar10-jpeg.tar.gz). Decoded pixels are
+  cached as .npz under --cache-dir (default ~/.cache/butterflyvit) so the JPEGs are
+  decoded once.
+- "digits": scikit-learn's 8x8 digits (0..16 scaled to 0..255), split 1500/297 with a fixed
+  permutation. For tests and tiny runs.
+"""
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+DATASETS = ("fashion-mnist", "cifar10", "digits")
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    classes: list
+    mean: list = field(default_factory=list)
+    std: list = field(default_factory=list)
+
+    @property
+    def image_size(self):
+        return self.train.images.shape[-1]
+
+    @property
+    def channels(self):
+        return self.train.images.shape[1]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list, list]:
+    """Per-channel mean and std of uint8 images scaled to 0..1."""
+    x = images.double().div_(255.0).transpose(0, 1).reshape(images.shape[1], -1)
+    return [round(v, 6) for v in x.mean(1).tolist()], [round(v, 6) for v in x.std(1).tolist()]
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 (p/255 - mean[c]) / std[c]."""
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+# ------------------------------------------------------------------------- Fashion-MNIST
+
+def _open_maybe_gz(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0x00 0x00 type ndim, big-endian dims."""
+    path = Path(path)
+    with _open_maybe_gz(path) as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+             0x0E: ">f8"}.get(data[2])
+    if dtype is None:
+        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: size {arr.size} does not match dims {dims}")
+    return arr.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz",
+                 stem.replace("-idx", ".idx")):
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"{stem}[.gz] not found in {root}")
+
+
+def load_fashion_mnist(path=None) -> Dataset:
+    root = Path(path or FASHION_MNIST_DIR)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Fashion-MNIST directory {root} not found (Debian: apt install dataset-fashion-mnist)")
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+        y = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+        splits[split] = Split(torch.from_numpy(x.copy()).unsqueeze(1),
+                              torch.from_numpy(y.astype(np.int64)))
+    mean, std = channel_stats(splits["train"].images)
+    return Dataset("fashion-mnist", splits["train"], splits["test"], FASHION_MNIST_CLASSES,
+                   mean, std)
+
+
+# ------------------------------------------------------------------------------ CIFAR-10
+
+def _cifar_from_pickles(read):
+    """read(name) -> bytes of a member of the cifar-10-batches-py set."""
+    def batch(name):
+        d = pickle.loads(read(name), encoding="bytes")
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(d[b"labels"], dtype=np.int64)
+    xs, ys = zip(*(batch(f"data_batch_{i}") for i in range(1, 6)))
+    xt, yt = batch("test_batch")
+    try:
+        meta = pickle.loads(read("batches.meta"), encoding="bytes")
+        classes = [c.decode() for c in meta[b"label_names"]]
+    except (KeyError, FileNotFoundError):
+        classes = CIFAR10_CLASSES
+    return np.concatenate(xs), np.concatenate(ys), xt, yt, classes
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _from_image_members(members):
+    """members: iterable of (relative path parts, read()) -> arrays of an image-folder tree
+    <...>/{train,test}/<class>/<file>."""
+    items = {"train": [], "test": []}
+    for parts, read in members:
+        if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXT):
+            continue
+        split, cls = parts[-3], parts[-2]
+        if split in items:
+            items[split].append((cls, parts[-1], read))
+    if not items["train"] or not items["test"]:
+        raise ValueError("no <root>/{train,test}/<class>/<image> files found")
+    classes = sorted({c for c, _, _ in items["train"]})
+    out = []
+    for split in ("train", "test"):
+        rows = sorted(items[split], key=lambda r: (r[0], r[1]))
+        x = np.stack([_decode(read()) for _, _, read in rows])
+        y = np.array([classes.index(c) for c, _, _ in rows], dtype=np.int64)
+        out += [x, y]
+    return (*out, classes)
+
+
+def _cifar_source(path: Path):
+    """Decode whatever layout `path` holds; returns (xtr, ytr, xte, yte, classes)."""
+    if path.is_dir():
+        for d in (path, path / "cifar-10-batches-py"):
+            if (d / "data_batch_1").exists():
+                return _cifar_from_pickles(lambda n, d=d: (d / n).read_bytes())
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return _from_image_members(
+            (p.relative_to(path).parts, p.read_bytes) for p in files)
+    if tarfile.is_tarfile(path):
+        with tarfile.open(path) as tf:
+            names = {Path(m.name).name: m for m in tf.getmembers() if m.isfile()}
+            if "data_batch_1" in names:
+                return _cifar_from_pickles(lambda n: tf.extractfile(names[n]).read())
+            members = [(Path(m.name).parts, (lambda m=m: tf.extractfile(m).read()))
+                       for m in tf.getmembers() if m.isfile()]
+            return _from_image_members(members)
+    raise ValueError(f"{path}: not a CIFAR-10 pickle directory, image tree or tar archive")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "butterflyvit"
+
+
+def load_cifar10(path, cache_dir=None) -> Dataset:
+    if not path:
+        raise ValueError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
+    path = Path(path).resolve()
+    if not path.exists():
+        raise FileNotFoundError(path)
+    st = path.stat()
+    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cfile = cache / f"cifar10-{key}.npz"
+    if cfile.exists():
+        z = np.load(cfile)
+        xtr, ytr, xte, yte = z["xtr"], z["ytr"], z["xte"], z["yte"]
+        classes = [str(c) for c in z["classes"]]
+    else:
+        xtr, ytr, xte, yte, classes = _cifar_source(path)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cfile.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
+            os.replace(tmp, cfile)
+        except OSError:
+            pass  # a read-only cache only costs the decoding time
+    train = Split(torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr))
+    test = Split(torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte))
+    mean, std = channel_stats(train.images)
+    return Dataset("cifar10", train, test, list(classes), mean, std)
+
+
+# -------------------------------------------------------------------------------- digits
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+    d = sk_digits()
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]
+    y = d.target.astype(np.int64)
+    perm = np.random.RandomState(0).permutation(len(y))
+    tr, te = perm[:1500], perm[1500:]
+    train = Split(torch.from_numpy(x[tr]), torch.from_numpy(y[tr]))
+    test = Split(torch.from_numpy(x[te]), torch.from_numpy(y[te]))
+    mean, std = channel_stats(train.images)
+    return Dataset("digits", train, test, [str(i) for i in range(10)], mean, std)
+
+
+def load_dataset(name: str, path=None, cache_dir=None) -> Dataset:
+    if name == "fashion-mnist":
+        return load_fashion_mnist(path)
+    if name == "cifar10":
+        return load_cifar10(path, cache_dir)
+    if name == "digits":
+        return load_digits()
+    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+
+
+# ------------------------------------------------------------------------- augmentation
+
+def augment(images: torch.Tensor, pad: int, flip: bool, generator=None) -> torch.Tensor:
+    """Random crop after zero-padding by `pad` pixels, and random horizontal flips, for a
+    uint8 or float batch (B, C, H, W), vectorised over the batch."""
+    b, c, h, w = images.shape
+    if pad > 0:
+        x = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+        images = x[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                   rows, cols]
+    if flip:
+        f = torch.rand(b, generator=generator) < 0.5
+        images = torch.where(f[:, None, None, None], images.flip(-1), images)
+    return images

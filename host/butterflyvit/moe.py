@@ -1,0 +1,320 @@
+"""Feed-forward layers: ButterflyViT MoE, standard MoE, dense; the router and its losses.
+
+Shapes: tokens x of shape (B, N, dim) with N = grid*grid patch tokens in row-major grid
+order. Every feed-forward returns (B, N, dim) and leaves its routing side results in
+`self.aux` (see `RoutingAux`); the ViT collects them.
+
+Router (PAPER.md): logits = x R^T with R = `router.weight` (E, dim), no bias.
+  1. optional smoothed routing: logits <- smooth_logits(logits, grid)
+  2. training only: logits += N(0, router_noise^2)
+  3. probs = softmax(logits) over all E experts (for the losses)
+  4. top-k of logits (ties: torch.topk order; the integer reference fixes its own rule)
+  5. gates = softmax over the k selected logits only
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .butterfly import angle_mask, butterfly, butterfly_blocks, check_stages, init_angles
+from .ternary import TernaryLinear
+
+
+# ---------------------------------------------------------------------------- routing rules
+
+def neighbour_count(grid: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(grid, grid): 1 + the number of existing 4-neighbours of each patch (3, 4 or 5)."""
+    one = torch.ones(grid, grid, device=device, dtype=dtype)
+    cnt = one.clone()
+    cnt[1:, :] += 1
+    cnt[:-1, :] += 1
+    cnt[:, 1:] += 1
+    cnt[:, :-1] += 1
+    return cnt
+
+
+def smooth_logits(logits: torch.Tensor, grid: int) -> torch.Tensor:
+    """Smoothed routing: each patch's logits become the mean of its own and its existing
+    4-neighbours' logits on the grid (corners average 3 values, edges 4, inside 5).
+
+    logits: (..., grid*grid, E) in row-major patch order. Same shape out.
+    The rule, for patch (r, c):  sum of logits over {(r,c), (r-1,c), (r+1,c), (r,c-1),
+    (r,c+1)} that lie inside the grid, divided by how many of them do.
+    """
+    *lead, n, e = logits.shape
+    if n != grid * grid:
+        raise ValueError(f"{n} tokens do not form a {grid}x{grid} grid")
+    x = logits.reshape(*lead, grid, grid, e)
+    total = x.clone()
+    total[..., 1:, :, :] += x[..., :-1, :, :]   # neighbour above
+    total[..., :-1, :, :] += x[..., 1:, :, :]   # neighbour below
+    total[..., :, 1:, :] += x[..., :, :-1, :]   # neighbour left
+    total[..., :, :-1, :] += x[..., :, 1:, :]   # neighbour right
+    cnt = neighbour_count(grid, logits.device, logits.dtype)
+    return (total / cnt[:, :, None]).reshape(*lead, n, e)
+
+
+def load_balance_loss(probs: torch.Tensor, idx: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch-style E * sum_i f_i * P_i: f_i the fraction of the top-k assignments that go to
+    expert i (hard counts, no gradient), P_i the mean router probability of expert i
+    (gradient flows to the router through P). 1.0 when perfectly balanced."""
+    p = probs.reshape(-1, num_experts).mean(0)
+    counts = torch.bincount(idx.reshape(-1), minlength=num_experts).to(probs.dtype)
+    f = counts / counts.sum().clamp_min(1)
+    return num_experts * (f * p).sum()
+
+
+def smoothness_loss(probs: torch.Tensor, grid: int) -> torch.Tensor:
+    """Spatial smoothness regulariser (PAPER.md default): mean over all 4-connected
+    neighbour pairs of the patch grid of ||P_i - P_j||^2, P the full softmax router
+    probabilities. probs: (B, grid*grid, E). 0 when all patches route alike."""
+    b, n, e = probs.shape
+    p = probs.reshape(b, grid, grid, e)
+    dv = (p[:, 1:] - p[:, :-1]).pow(2).sum(-1)      # (B, grid-1, grid) vertical pairs
+    dh = (p[:, :, 1:] - p[:, :, :-1]).pow(2).sum(-1)  # (B, grid, grid-1) horizontal pairs
+    pairs = dv.numel() + dh.numel()
+    if pairs == 0:
+        return probs.new_zeros(())
+    return (dv.sum() + dh.sum()) / pairs
+
+
+def neighbour_agreement(top1: torch.Tensor, grid: int) -> tuple[int, int]:
+    """(pairs sharing their top-1 expert, all 4-neighbour pairs) for top1 of (B, grid*grid)."""
+    t = top1.reshape(-1, grid, grid)
+    same = (t[:, 1:] == t[:, :-1]).sum() + (t[:, :, 1:] == t[:, :, :-1]).sum()
+    pairs = t.shape[0] * 2 * grid * (grid - 1)
+    return int(same), pairs
+
+
+@dataclass
+class RoutingAux:
+    """What one MoE layer leaves after a forward pass."""
+    balance: torch.Tensor   # scalar, load-balancing loss (differentiable)
+    smooth: torch.Tensor    # scalar, smoothness regulariser (differentiable)
+    counts: torch.Tensor    # (E,) top-k assignments per expert (no grad)
+    top1: torch.Tensor      # (B, N) top-1 expert per token (no grad)
+
+
+class Router(nn.Module):
+    """Linear(dim, E, bias=False) with noise, optional smoothing, top-k and gate softmax.
+
+    Parameter `weight`: (num_experts, dim).
+    """
+
+    def __init__(self, dim: int, num_experts: int, top_k: int, noise: float = 0.1,
+                 smooth: bool = False, grid: int | None = None):
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.noise = noise
+        self.smooth = smooth
+        self.grid = grid
+        self.weight = nn.Parameter(torch.empty(num_experts, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Routing logits before noise: (B, N, E), smoothed when smooth routing is on."""
+        z = F.linear(x, self.weight)
+        if self.smooth:
+            z = smooth_logits(z, self.grid)
+        return z
+
+    def forward(self, x: torch.Tensor):
+        """Returns (gates (B, N, k), idx (B, N, k) long, probs (B, N, E))."""
+        z = self.logits(x)
+        if self.training and self.noise > 0:
+            z = z + torch.randn_like(z) * self.noise
+        probs = torch.softmax(z, dim=-1)
+        top, idx = z.topk(self.top_k, dim=-1)
+        gates = torch.softmax(top, dim=-1)
+        return gates, idx, probs
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.weight.shape[1]}, experts={self.num_experts}, k={self.top_k}, "
+                f"noise={self.noise}, smooth={self.smooth}")
+
+
+class _MoEBase(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.dim = cfg.dim
+        self.ffn_dim = cfg.ffn_dim
+        self.num_experts = cfg.num_experts
+        self.top_k = cfg.top_k
+        self.grid = cfg.grid
+        self.router = Router(cfg.dim, cfg.num_experts, cfg.top_k, cfg.router_noise,
+                             cfg.smooth_routing, cfg.grid)
+        self.aux: RoutingAux | None = None
+
+    def _route(self, x):
+        gates, idx, probs = self.router(x)
+        self.aux = RoutingAux(
+            balance=load_balance_loss(probs, idx, self.num_experts),
+            smooth=smoothness_loss(probs, self.grid),
+            counts=torch.bincount(idx.reshape(-1), minlength=self.num_experts).detach(),
+            top1=idx[..., 0].detach(),
+        )
+        return gates, idx
+
+
+def grouped_linear(rows: torch.Tensor, idx: torch.Tensor, weight_t: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """rows (M, d), idx (M,) expert of each row, weight_t (E, d, f), bias (E, f) or None
+    -> (M, f) with row i = rows[i] @ weight_t[idx[i]] (+ bias[idx[i]]).
+
+    Rows are sorted by expert (argsort, no loop) and each expert's segment is one matmul.
+    That is a loop over the experts' segments, as in common MoE code: CPU PyTorch has no
+    grouped matmul, and a zero-padded batched matmul measured slower here. Experts with
+    no rows run on an empty segment, so every weight stays in the graph (DDP)."""
+    order = torch.argsort(idx, stable=True)
+    counts = torch.bincount(idx, minlength=weight_t.shape[0]).tolist()
+    ws = weight_t.unbind(0)  # one backward op for all experts (indexing makes E zero-fills)
+    bs = bias.unbind(0) if bias is not None else [None] * len(ws)
+    outs = [xe @ w if b is None else torch.addmm(b, xe, w)
+            for xe, w, b in zip(torch.split(rows[order], counts), ws, bs)]
+    ys = torch.cat(outs)
+    return torch.empty_like(ys).index_copy(0, order, ys)
+
+
+class ButterflyMoE(_MoEBase):
+    """ButterflyViT feed-forward (docs/architecture.md).
+
+    Parameters:
+      router.weight   (E, dim)
+      w_in.weight     (ffn_dim, dim)      latent float of the shared ternary substrate
+      phi             (E, n_l, dim_pad/2)     input-side angles, applied first (on dim)
+      theta           (E, n_l, ffn_pad/2)     output-side angles (on ffn_dim)
+      w_out.weight    (dim, ffn_dim)      latent float of the shared ternary output projection
+      w_out.bias      (dim,)
+    For token x and its top-k experts e with gates g_e:
+      h_e = ReLU( B(theta_e) Q(W_in) B(phi_e) x )
+      y   = Q(W_out) (sum_e g_e h_e) + b_out
+
+    Two computations of the same function (tests check they agree):
+    - "factored" (the device's order, never forms W_e): every (token, slot) row gathers its
+      expert's cos/sin, is rotated by B(phi_e), multiplied by the one shared Q(W_in), and
+      rotated by B(theta_e). O(n log n) per rotation; on a CPU the per-row angle gathers
+      and elementwise stages make it about 3x slower than:
+    - "grouped" (default, for training speed): the E expert matrices
+      W_e = B(theta_e) Q(W_in) B(phi_e) are formed from the angles and the substrate
+      (E*ffn*dim floats, transient, never stored or exported), rows are grouped by expert
+      and multiplied (grouped_linear). Gradients reach the same parameters.
+    """
+
+    def __init__(self, cfg, impl: str = "grouped"):
+        super().__init__(cfg)
+        n_l = cfg.butterfly_stages
+        check_stages(cfg.dim, n_l)
+        check_stages(cfg.ffn_dim, n_l)
+        self.n_stages = n_l
+        self.impl = impl
+        self.w_in = TernaryLinear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w_out = TernaryLinear(cfg.ffn_dim, cfg.dim, bias=True)
+        self.register_buffer("phi_mask", angle_mask(cfg.dim, n_l), persistent=False)
+        self.register_buffer("theta_mask", angle_mask(cfg.ffn_dim, n_l), persistent=False)
+        self.phi = nn.Parameter(init_angles(cfg.num_experts, cfg.dim, n_l))
+        self.theta = nn.Parameter(init_angles(cfg.num_experts, cfg.ffn_dim, n_l))
+
+    def _angles(self):
+        phi = self.phi * self.phi_mask
+        theta = self.theta * self.theta_mask
+        return torch.cos(phi), torch.sin(phi), torch.cos(theta), torch.sin(theta)
+
+    def expert_hidden_factored(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """h = ReLU(B(theta_e) Q(W_in) B(phi_e) x) for rows x (M, dim), experts idx (M,)."""
+        cp, sp, ct, st = self._angles()
+        h = butterfly(x, cp[idx], sp[idx])
+        h = F.linear(h, self.w_in.quantized_weight())
+        h = butterfly(h, ct[idx], st[idx])
+        return F.relu(h)
+
+    def expert_matrices_t(self, method: str = "auto") -> torch.Tensor:
+        """W_e^T for all experts, (E, dim, ffn_dim): W_e^T = (B(theta_e) Q B(phi_e))^T.
+
+        "blocks" (default while 2**n_l <= 32): B is block diagonal with blocks of 2**n_l,
+        so W_e = blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions.
+        "stages": rotate the rows/columns of Q stage by stage (any n_l)."""
+        cp, sp, ct, st = self._angles()
+        q = self.w_in.quantized_weight()                       # (f, d)
+        e, f, d = self.num_experts, self.ffn_dim, self.dim
+        bs = 1 << self.n_stages
+        if method == "blocks" or (method == "auto" and bs <= 32):
+            pp = butterfly_blocks(cp, sp)                      # (E, dpad/bs, bs, bs)
+            pt = butterfly_blocks(ct, st)                      # (E, fpad/bs, bs, bs)
+            fpad, dpad = 2 * ct.shape[-1], 2 * cp.shape[-1]
+            if (fpad, dpad) != (f, d):
+                q = F.pad(q, (0, dpad - d, 0, fpad - f))
+            qr = q.reshape(fpad // bs, bs, dpad // bs, bs)     # (c, k, b, j)
+            a = torch.einsum("ckbj,ebjl->eckbl", qr, pp)
+            w = torch.einsum("ecik,eckbl->eblci", pt, a).reshape(e, dpad, fpad)
+            return w[:, :d, :f]
+        # rows of Q B(phi_e) are B(phi_e)^T applied to the rows of Q
+        qb = butterfly(q.expand(e, *q.shape), cp[:, None], sp[:, None], transpose=True)
+        # columns of B(theta_e) (Q B(phi_e)): rotate the rows of its transpose
+        return butterfly(qb.transpose(1, 2), ct[:, None], st[:, None])  # (E, d, f)
+
+    def expert_hidden_grouped(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return F.relu(grouped_linear(x, idx, self.expert_matrices_t()))
+
+    def expert_hidden(self, x: torch.Tensor, idx: torch.Tensor, impl: str | None = None):
+        if (impl or self.impl) == "factored":
+            return self.expert_hidden_factored(x, idx)
+        return self.expert_hidden_grouped(x, idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        gates, idx = self._route(x)
+        k = self.top_k
+        rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
+        h = self.expert_hidden(rows, idx.reshape(-1))
+        h = (h.reshape(b * n, k, self.ffn_dim) * gates.reshape(b * n, k, 1)).sum(1)
+        return self.w_out(h).reshape(b, n, d)
+
+
+class StandardMoE(_MoEBase):
+    """Standard MoE baseline: E independent float experts Linear-ReLU-Linear.
+
+    Parameters: router.weight (E, dim); w1 (E, ffn_dim, dim); b1 (E, ffn_dim);
+    w2 (E, dim, ffn_dim); b2 (E, dim). y = sum_e g_e (W2_e ReLU(W1_e x + b1_e) + b2_e).
+    Rows are grouped by expert (grouped_linear), as in ButterflyMoE's "grouped" mode.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        e, d, f = cfg.num_experts, cfg.dim, cfg.ffn_dim
+        self.w1 = nn.Parameter(torch.empty(e, f, d))
+        self.b1 = nn.Parameter(torch.zeros(e, f))
+        self.w2 = nn.Parameter(torch.empty(e, d, f))
+        self.b2 = nn.Parameter(torch.zeros(e, d))
+        for i in range(e):  # same init as nn.Linear's weight, per expert
+            nn.init.kaiming_uniform_(self.w1.data[i], a=5 ** 0.5)
+            nn.init.kaiming_uniform_(self.w2.data[i], a=5 ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        gates, idx = self._route(x)
+        k = self.top_k
+        rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
+        flat = idx.reshape(-1)
+        h = F.relu(grouped_linear(rows, flat, self.w1.transpose(1, 2), self.b1))
+        y = grouped_linear(h, flat, self.w2.transpose(1, 2), self.b2)
+        y = (y.reshape(b * n, k, d) * gates.reshape(b * n, k, 1)).sum(1)
+        return y.reshape(b, n, d)
+
+
+class DenseFFN(nn.Module):
+    """Plain ViT feed-forward: fc1 (ffn_dim, dim) + bias, ReLU, fc2 (dim, ffn_dim) + bias."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim)
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
+        self.aux = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+FFN_CLASSES = {"butterfly": ButterflyMoE, "moe": StandardMoE, "dense": DenseFFN}
