@@ -18,6 +18,9 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Node.js runs the WebAssembly MicroPython (no viper) that the device tests also use. Any
+# Node.js with npm will do (some images ship NodeSource's, which conflicts with Debian's npm).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "setup: installing system packages: ${missing[*]}"
@@ -40,5 +43,11 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] || ! .venv/bin/python -c "imp
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test]"
     echo "$want" > "$stamp"
+fi
+# The WebAssembly MicroPython from npm (package-lock.json pins it); a test tool only.
+if [[ ! -f node_modules/.package-lock.json ]] || ! cmp -s package-lock.json node_modules/.butterflyvit-lock; then
+    echo "setup: installing the WebAssembly MicroPython (npm ci)"
+    npm ci --silent --no-audit --no-fund
+    cp package-lock.json node_modules/.butterflyvit-lock
 fi
 echo "setup: ready (.venv/bin/butterflyvit, .venv/bin/micropython, .venv/bin/pytest)"
