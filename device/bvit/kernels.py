@@ -1,18 +1,27 @@
-"""Integer kernels in pure MicroPython (docs/integer-spec.md), no numpy, no viper.
+"""Integer kernels in pure MicroPython (docs/integer-spec.md): no numpy, no viper.
 
-A transcription of the host reference (host/butterflyvit/intops.py) for the core ops:
-rounding shift and requantisation (spec §1-2), trit unpacking and the ternary matvec
-(spec §4-5), integer sin/cos of phases and the Q14 butterfly (spec §6). Every function
-returns exactly the integers the host reference returns. The hot loops stay within
-MicroPython small ints (|v| < 2^30) for the sizes the spec allows.
+A transcription of the host reference (host/butterflyvit/intops.py). This module: the
+rounding shift and requantisation (spec §1-2), trits and the ternary matvec, plain and
+lookup-table forms (§4-5), integer sin/cos of phases and the Q14 butterfly (§6), and the
+int8 products of the linear layers and attention (§7, §12). bvit.nn has the per-token
+ops (§7-§13), bvit.frames the camera frames (§14). Every function gives exactly the
+integers the host reference gives. Runs unchanged on MicroPython with or without viper,
+on CircuitPython, on the WebAssembly port, and under CPython (the tests use all four).
 
-Buffers: packed trits are bytes/bytearray/memoryview; vectors are array('b'), array('h'),
-array('i') or lists; cos/sin are flat sequences of n_l * n_pad/2 Q14 values, stage-major.
+Conventions: vectors are flat sequences (array('b'/'h'/'i'/'H'), bytearray, list) with an
+explicit start offset, so one buffer can hold a whole (tokens x features) activation and
+the kernels write into buffers the caller owns (no allocation in the hot loops). Hot
+loops stay inside MicroPython small ints (|v| < 2^30) for the sizes the spec allows
+(§2.3 form of requant, §9.2 cut-off of softmax); elsewhere (LayerNorm's variance, one per
+token) big ints may appear on 32-bit ports, exactly.
+
+The hot loops (matvec8, ternary_matvec, butterfly, sincos_raw, attn_scores, attn_pv) have
+viper twins in bvit.kviper (and C twins in the native module); bvit.ops picks one.
 """
 
 from array import array
 
-# SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §6.2).
+# SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §0.2, §6.2).
 SIN_Q14 = array("h", (
     0, 101, 201, 302, 402, 503, 603, 704, 804, 904, 1005, 1105, 1205, 1306, 1406, 1506,
     1606, 1706, 1806, 1906, 2006, 2105, 2205, 2305, 2404, 2503, 2603, 2702, 2801, 2900, 2999, 3098,
@@ -35,6 +44,7 @@ SIN_Q14 = array("h", (
 ))
 
 
+
 def _make_digits():
     # DIGITS[5*b + k] = digit k of byte b (b = 0..242); trit = digit - 1 (spec §4).
     t = bytearray(243 * 5)
@@ -47,7 +57,6 @@ def _make_digits():
 
 
 DIGITS = _make_digits()
-
 
 # ---------------------------------------------------------------- spec §1-2
 
@@ -75,6 +84,25 @@ def requant(acc, M, shift, lo=-128, hi=127):
     if r > hi:
         return hi
     return r
+
+
+def requant_vec(acc, a0, out, o0, n, M, shift, lo=-128, hi=127):
+    """out[o0+i] = requant(acc[a0+i], M, shift) for i < n: one (M, shift) for the tensor."""
+    for i in range(n):
+        out[o0 + i] = requant(acc[a0 + i], M, shift, lo, hi)
+
+
+def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
+    """out[o0+i] = requant(acc[a0+i] + bias[r0+i], Ms[r0+i], shifts[r0+i]): per-row
+    multipliers (and optional int32 bias) of rows r0 .. r0+n-1 of a layer."""
+    if bias is None:
+        for i in range(n):
+            r = r0 + i
+            out[o0 + i] = requant(acc[a0 + i], Ms[r], shifts[r], lo, hi)
+    else:
+        for i in range(n):
+            r = r0 + i
+            out[o0 + i] = requant(acc[a0 + i] + bias[r], Ms[r], shifts[r], lo, hi)
 
 
 # ---------------------------------------------------------------- spec §4-5
@@ -106,12 +134,17 @@ def unpack_trits(packed, rows, n):
     return out
 
 
+def _check_packed(packed, rows, nb):
+    if len(packed) < rows * nb:
+        raise ValueError("packed trits: expected %d bytes, got %d" % (rows * nb, len(packed)))
+
+
 def ternary_matvec(packed, rows, n, x, out=None):
     """acc_r = sum_i t_ri * x_i from packed trits (spec §5.1). x: n int8/int16 values.
-    Returns (or fills) array('i') of rows accumulators."""
+    Returns (or fills) array('i') of rows accumulators. `packed` may be longer than
+    rows * ceil(n/5) (a buffer reused for smaller blocks): the first rows are used."""
     nb = (n + 4) // 5
-    if len(packed) != rows * nb:
-        raise ValueError("packed trits: expected %d bytes, got %d" % (rows * nb, len(packed)))
+    _check_packed(packed, rows, nb)
     if out is None:
         out = array("i", bytes(4 * rows))
     D = DIGITS
@@ -125,14 +158,15 @@ def ternary_matvec(packed, rows, n, x, out=None):
             b = packed[off + g]
             if b > 242:
                 raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
-            p = 5 * b
-            for k in range(5):
-                d = D[p + k]
-                if d == 2:
-                    acc += x[i]
-                elif d == 0:
-                    acc -= x[i]
-                i += 1
+            if b != 121:                  # five zero trits contribute nothing
+                p = 5 * b
+                for k in range(5):
+                    d = D[p + k]
+                    if d == 2:
+                        acc += x[i + k]
+                    elif d == 0:
+                        acc -= x[i + k]
+            i += 5
         if tail:
             b = packed[off + full]
             if b > 242:
@@ -145,6 +179,61 @@ def ternary_matvec(packed, rows, n, x, out=None):
                 elif d == 0:
                     acc -= x[i]
                 i += 1
+        out[r] = acc
+        off += nb
+    return out
+
+
+def lut_size(n):
+    """Entries of the lookup tables for an input of n values (spec §5.2): 243 per group of 5."""
+    return 243 * ((n + 4) // 5)
+
+
+def build_luts(x, n, tables):
+    """T_g[b] = sum_k (digit_k(b) - 1) * x_{5g+k} into tables[243 g + b] (spec §5.2):
+    inputs past n count as 0. tables: array('i') of lut_size(n)."""
+    ng = (n + 4) // 5
+    for g in range(ng):
+        i = 5 * g
+        v0 = x[i]
+        v1 = x[i + 1] if i + 1 < n else 0
+        v2 = x[i + 2] if i + 2 < n else 0
+        v3 = x[i + 3] if i + 3 < n else 0
+        v4 = x[i + 4] if i + 4 < n else 0
+        b = 243 * g
+        s4 = -(v0 + v1 + v2 + v3 + v4)     # byte 0: all five trits -1
+        for _ in range(3):                 # digit 4, then 3, 2, 1, 0 (innermost)
+            s3 = s4
+            for _ in range(3):
+                s2 = s3
+                for _ in range(3):
+                    s1 = s2
+                    for _ in range(3):
+                        tables[b] = s1
+                        tables[b + 1] = s1 + v0
+                        tables[b + 2] = s1 + v0 + v0
+                        b += 3
+                        s1 += v1
+                    s2 += v2
+                s3 += v3
+            s4 += v4
+
+
+def ternary_matvec_lut(packed, rows, n, tables, out, check=True):
+    """acc_r = sum_g T_g[byte_rg] (spec §5.2), tables from build_luts; equal to
+    ternary_matvec. Pays off when rows is above ~60 (one lookup replaces five trits)."""
+    nb = (n + 4) // 5
+    _check_packed(packed, rows, nb)
+    off = 0
+    for r in range(rows):
+        acc = 0
+        t = 0
+        for g in range(off, off + nb):
+            b = packed[g]
+            if check and b > 242:
+                raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
+            acc += tables[t + b]
+            t += 243
         out[r] = acc
         off += nb
     return out
@@ -174,6 +263,41 @@ def sincos_q14(phase):
     if q == 2:
         return -b, -a
     return a, -b
+
+
+def sincos_raw(raw, b0, count, cos, sin):
+    """cos[i], sin[i] (Q14) of `count` uint16 phases stored little-endian in raw bytes from
+    byte b0 (as in the model file; an int16 section holds the bit patterns). Spec §6.2."""
+    S = SIN_Q14
+    j = b0
+    for i in range(count):
+        ph = raw[j] | (raw[j + 1] << 8)
+        j += 2
+        r = ph & 0x3FFF
+        idx = r >> 6
+        frac = r & 63
+        a = S[idx]
+        if frac:
+            a += ((S[idx + 1] - a) * frac + 32) >> 6
+        r = 16384 - r
+        idx = r >> 6
+        frac = r & 63
+        b = S[idx]
+        if frac:
+            b += ((S[idx + 1] - b) * frac + 32) >> 6
+        q = ph >> 14
+        if q == 0:
+            cos[i] = b
+            sin[i] = a
+        elif q == 1:
+            cos[i] = -a
+            sin[i] = b
+        elif q == 2:
+            cos[i] = -b
+            sin[i] = -a
+        else:
+            cos[i] = a
+            sin[i] = -b
 
 
 def butterfly_stage(v, cos, sin, l, n_pad):
@@ -210,3 +334,61 @@ def butterfly(v, cos, sin, n_stages, n_pad):
     for l in range(n_stages):
         butterfly_stage(v, cos, sin, l, n_pad)
     return v
+
+
+def butterfly_input_shift(n_stages):
+    """Spec §6.4: P = 7 - ceil(n_l / 2)."""
+    return 7 - (n_stages + 1) // 2
+
+
+def padded_size(n):
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+# ---------------------------------------------------------------- spec §7, §12: int8 products
+
+def matvec8(x, x0, n, w, rows, out):
+    """out[r] = sum_i w[r*n + i] * x[x0 + i] for r < rows (int8 x and w, int32 out), spec §7."""
+    j = 0
+    for r in range(rows):
+        acc = 0
+        i = x0
+        for jj in range(j, j + n):
+            acc += w[jj] * x[i]
+            i += 1
+        out[r] = acc
+        j += n
+    return out
+
+
+def attn_scores(qkv, q0, k0, stride, n, hd, out):
+    """out[j] = sum_c qkv[q0+c] * qkv[k0 + j*stride + c] for j < n (int8 q, k; int32 out)."""
+    kj = k0
+    for j in range(n):
+        s = 0
+        i = q0
+        for c in range(kj, kj + hd):
+            s += qkv[i] * qkv[c]
+            i += 1
+        out[j] = s
+        kj += stride
+
+
+def attn_pv(p, n, qkv, v0, stride, hd, out):
+    """out[c] = sum_j p[j] * qkv[v0 + j*stride + c] for c < hd (Q15 p, int8 v; int32 out)."""
+    for c in range(hd):
+        out[c] = 0
+    vj = v0
+    for j in range(n):
+        pj = p[j]
+        if pj:
+            i = vj
+            for c in range(hd):
+                out[c] += pj * qkv[i]
+                i += 1
+        vj += stride
+
+

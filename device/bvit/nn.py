@@ -1,0 +1,300 @@
+"""Per-token integer ops in pure MicroPython (docs/integer-spec.md §7-§13).
+
+The int8 linear layer's accumulators (§7), LayerNorm (§8), softmax (§9), ReLU and the
+residual add (§10), top-k and (smoothed) routing (§11), the attention core (§12) and mean
+pooling (§13): exactly the integers of host/butterflyvit/intops.py. The inner products
+that dominate the time are in bvit.kernels (and its viper / native twins); attention()
+takes them as arguments. Conventions as in bvit.kernels: flat buffers, explicit offsets,
+outputs into buffers the caller owns.
+"""
+
+from array import array
+
+from .kernels import attn_pv, attn_scores, requant
+
+# EXP2_Q14[f] = floor(16384 * 2^(-f/256) + 0.5), f = 0..255 (spec §0.2, §9.2).
+EXP2_Q14 = array("h", (
+    16384, 16340, 16296, 16251, 16208, 16164, 16120, 16076, 16033, 15990, 15946, 15903, 15860,
+    15817, 15775, 15732, 15689, 15647, 15605, 15562, 15520, 15478, 15437, 15395, 15353, 15312,
+    15270, 15229, 15188, 15147, 15106, 15065, 15024, 14984, 14943, 14903, 14862, 14822, 14782,
+    14742, 14702, 14663, 14623, 14583, 14544, 14505, 14465, 14426, 14387, 14348, 14310, 14271,
+    14232, 14194, 14155, 14117, 14079, 14041, 14003, 13965, 13927, 13890, 13852, 13815, 13777,
+    13740, 13703, 13666, 13629, 13592, 13555, 13519, 13482, 13446, 13409, 13373, 13337, 13301,
+    13265, 13229, 13193, 13157, 13122, 13086, 13051, 13016, 12981, 12945, 12910, 12876, 12841,
+    12806, 12771, 12737, 12702, 12668, 12634, 12600, 12566, 12532, 12498, 12464, 12430, 12397,
+    12363, 12330, 12296, 12263, 12230, 12197, 12164, 12131, 12098, 12065, 12033, 12000, 11968,
+    11935, 11903, 11871, 11839, 11807, 11775, 11743, 11711, 11680, 11648, 11617, 11585, 11554,
+    11523, 11492, 11460, 11429, 11399, 11368, 11337, 11306, 11276, 11245, 11215, 11185, 11154,
+    11124, 11094, 11064, 11034, 11004, 10975, 10945, 10915, 10886, 10856, 10827, 10798, 10769,
+    10739, 10710, 10681, 10653, 10624, 10595, 10566, 10538, 10509, 10481, 10453, 10424, 10396,
+    10368, 10340, 10312, 10284, 10256, 10229, 10201, 10173, 10146, 10118, 10091, 10064, 10037,
+    10009, 9982, 9955, 9928, 9902, 9875, 9848, 9821, 9795, 9768, 9742, 9716, 9689, 9663, 9637,
+    9611, 9585, 9559, 9533, 9507, 9482, 9456, 9431, 9405, 9380, 9354, 9329, 9304, 9279, 9253,
+    9228, 9204, 9179, 9154, 9129, 9104, 9080, 9055, 9031, 9006, 8982, 8958, 8933, 8909, 8885,
+    8861, 8837, 8813, 8789, 8766, 8742, 8718, 8695, 8671, 8648, 8624, 8601, 8578, 8555, 8532,
+    8508, 8485, 8463, 8440, 8417, 8394, 8371, 8349, 8326, 8304, 8281, 8259, 8236, 8214,
+))
+
+
+# ---------------------------------------------------------------- spec §8
+
+def bitlen(v):
+    """Number of binary digits of v >= 0 (bitlen(0) = 0)."""
+    e = 0
+    while v >= 1 << 24:
+        v >>= 24
+        e += 24
+    while v:
+        v >>= 1
+        e += 1
+    return e
+
+
+def isqrt(u):
+    """floor(sqrt(u)) for 0 <= u < 2^32, digit by digit (spec §8.2 step 5)."""
+    r = 0
+    bit = 1 << 30
+    while bit > u:
+        bit >>= 2
+    while bit:
+        if u >= r + bit:
+            u -= r + bit
+            r = (r >> 1) + bit
+        else:
+            r >>= 1
+        bit >>= 2
+    return r
+
+
+def layernorm(x, x0, d, G, B, sh, E, out, o0, lo=-128, hi=127):
+    """Integer LayerNorm of one token x[x0:x0+d] (int8 or int16) into out[o0:o0+d] (int8
+    by default), spec §8.2. G, B: per-feature integer gamma/beta; sh: shift; E: eps term."""
+    s1 = 0
+    s2 = 0
+    for i in range(x0, x0 + d):
+        v = x[i]
+        s1 += v
+        s2 += v * v
+    V = d * s2 - s1 * s1 + E
+    rnd = 1 << (sh - 1)
+    if V == 0:
+        for i in range(d):
+            y = (B[i] + rnd) >> sh
+            out[o0 + i] = lo if y < lo else hi if y > hi else y
+        return
+    a = (30 - bitlen(V)) >> 1
+    U = V << (2 * a) if a >= 0 else V >> (-2 * a)
+    q = isqrt(U)
+    R = ((1 << 29) + (q >> 1)) // q
+    s = 19 - a                              # 5 .. 30 (int8 input: 5 .. 19)
+    if s >= 16:                             # c*R split as in §2.3: no product beyond 2^30
+        s15 = s - 15
+        rn = 1 << (s - 16)
+        for i in range(d):
+            c = d * x[x0 + i] - s1
+            n = ((c >> 15) * R + (((c & 0x7FFF) * R) >> 15) + rn) >> s15
+            y = (n * G[i] + B[i] + rnd) >> sh
+            out[o0 + i] = lo if y < lo else hi if y > hi else y
+    else:
+        rn = 1 << (s - 1)
+        for i in range(d):
+            n = ((d * x[x0 + i] - s1) * R + rn) >> s
+            y = (n * G[i] + B[i] + rnd) >> sh
+            out[o0 + i] = lo if y < lo else hi if y > hi else y
+
+
+# ---------------------------------------------------------------- spec §9
+
+def softmax_cutoff(M, shift):
+    """The smallest d = max - L_j with e_j = 0 (spec §9.2); None when M = 0."""
+    if M == 0:
+        return None
+    need = 3840 * (1 << shift) - (1 << (shift - 1))
+    return -(-need // M)
+
+
+def softmax(L, l0, n, M, shift, out, o0=0, cutoff=None):
+    """Q15 probabilities (0..32768) of int32 logits L[l0:l0+n] into out[o0:o0+n] (spec §9).
+    out may be L itself (same offset). cutoff: softmax_cutoff(M, shift), when the caller
+    has it (saves a big-int computation per call on 32-bit ports)."""
+    E2 = EXP2_Q14
+    m = L[l0]
+    for j in range(l0 + 1, l0 + n):
+        if L[j] > m:
+            m = L[j]
+    if M == 0:
+        for j in range(n):
+            out[o0 + j] = 16384
+        S = 16384 * n
+    else:
+        D = softmax_cutoff(M, shift) if cutoff is None else cutoff
+        S = 0
+        if shift <= 17:                     # d*M < 3840.5 * 2^shift < 2^30 below the cut-off
+            rnd = 1 << (shift - 1)
+            for j in range(n):
+                dj = m - L[l0 + j]
+                if dj >= D:
+                    e = 0
+                else:
+                    t = (dj * M + rnd) >> shift
+                    e = E2[t & 255] >> (t >> 8)
+                out[o0 + j] = e
+                S += e
+        else:                               # §2.3 split of d*M
+            rnd = 1 << (shift - 16)
+            s15 = shift - 15
+            for j in range(n):
+                dj = m - L[l0 + j]
+                if dj >= D:
+                    e = 0
+                else:
+                    t = ((dj >> 15) * M + (((dj & 0x7FFF) * M) >> 15) + rnd) >> s15
+                    e = E2[t & 255] >> (t >> 8)
+                out[o0 + j] = e
+                S += e
+    b = bitlen(S)
+    Sp = S >> (b - 15)
+    R = ((1 << 29) + (Sp >> 1)) // Sp
+    rnd = 1 << (b - 2)
+    s = b - 1
+    for j in range(o0, o0 + n):
+        out[j] = (out[j] * R + rnd) >> s
+
+
+# ---------------------------------------------------------------- spec §10
+
+def relu(v, v0, n):
+    """max(v, 0) in place on v[v0:v0+n]."""
+    for i in range(v0, v0 + n):
+        if v[i] < 0:
+            v[i] = 0
+
+
+def residual_add(a, a0, b, b0, n, Ma, Mb, shift, out, o0, lo=-32768, hi=32767):
+    """out[o0+i] = sat(rshift_round(a[a0+i]*Ma + b[b0+i]*Mb, shift)) (spec §10.2); out may
+    be a (same offset). Default range int16, the residual stream's."""
+    rnd = 1 << (shift - 1)
+    for i in range(n):
+        y = (a[a0 + i] * Ma + b[b0 + i] * Mb + rnd) >> shift
+        out[o0 + i] = lo if y < lo else hi if y > hi else y
+
+
+# ---------------------------------------------------------------- spec §11
+
+def topk(L, l0, n, k, idx, i0=0):
+    """Indices of the k largest of L[l0:l0+n] into idx[i0:i0+k], largest first, ties to
+    the lower index (spec §11.1)."""
+    for p in range(k):
+        best = -1
+        bv = 0
+        for j in range(n):
+            v = L[l0 + j]
+            if best < 0 or v > bv:
+                taken = False
+                for q in range(i0, i0 + p):
+                    if idx[q] == j:
+                        taken = True
+                        break
+                if not taken:
+                    best = j
+                    bv = v
+        idx[i0 + p] = best
+
+
+def neighbour_sum(L, t, grid, E, out):
+    """Smoothed-routing sums of token t (spec §11.2): out[e] = L_e of t plus its existing
+    4-neighbours on the grid (L: tokens x E, row-major grid order). Returns the count."""
+    r = t // grid
+    c = t - r * grid
+    base = t * E
+    for e in range(E):
+        out[e] = L[base + e]
+    cnt = 1
+    if r > 0:
+        nb = base - grid * E
+        for e in range(E):
+            out[e] += L[nb + e]
+        cnt += 1
+    if r < grid - 1:
+        nb = base + grid * E
+        for e in range(E):
+            out[e] += L[nb + e]
+        cnt += 1
+    if c > 0:
+        nb = base - E
+        for e in range(E):
+            out[e] += L[nb + e]
+        cnt += 1
+    if c < grid - 1:
+        nb = base + E
+        for e in range(E):
+            out[e] += L[nb + e]
+        cnt += 1
+    return cnt
+
+
+def route(L, n, E, k, gate_mult, idx, gates, smooth=False, grid=0, srow=None, sel=None):
+    """Router logits L (n x E, int32) -> idx (n x k experts) and gates (n x k, Q15), spec §11.3.
+    gate_mult[c] = (M, shift) of the gate softmax for sums of c patches (c = 1 without
+    smoothing; 1, 3, 4, 5 with it). srow: scratch of E ints, sel: scratch of k ints."""
+    if srow is None:
+        srow = array("i", bytes(4 * E))
+    if sel is None:
+        sel = array("i", bytes(4 * k))
+    for t in range(n):
+        if smooth:
+            cnt = neighbour_sum(L, t, grid, E, srow)
+            src = srow
+            s0 = 0
+        else:
+            cnt = 1
+            src = L
+            s0 = t * E
+        i0 = t * k
+        topk(src, s0, E, k, idx, i0)
+        for j in range(k):
+            sel[j] = src[s0 + idx[i0 + j]]
+        M, sh = gate_mult[cnt]
+        softmax(sel, 0, k, M, sh, gates, i0)
+
+
+# ---------------------------------------------------------------- spec §12
+
+def attention(qkv, n, dim, heads, score_M, score_sh, out_M, out_sh, out,
+              srow=None, acc=None, scores=None, pv=None):
+    """Multi-head attention core (spec §12) on qkv (n tokens x 3*dim int8: q | k | v per
+    token) into out (n x dim int8, heads concatenated). srow: scratch of n ints (scores,
+    then probabilities), acc: scratch of dim/heads ints; scores/pv: kernel overrides."""
+    hd = dim // heads
+    stride = 3 * dim
+    if srow is None:
+        srow = array("i", bytes(4 * n))
+    if acc is None:
+        acc = array("i", bytes(4 * hd))
+    if scores is None:
+        scores = attn_scores
+    if pv is None:
+        pv = attn_pv
+    cut = softmax_cutoff(score_M, score_sh)
+    for h in range(heads):
+        c0 = h * hd
+        for i in range(n):
+            scores(qkv, i * stride + c0, dim + c0, stride, n, hd, srow)
+            softmax(srow, 0, n, score_M, score_sh, srow, 0, cut)
+            pv(srow, n, qkv, 2 * dim + c0, stride, hd, acc)
+            o = i * dim + c0
+            for c in range(hd):
+                out[o + c] = requant(acc[c], out_M, out_sh)
+
+
+# ---------------------------------------------------------------- spec §13
+
+def mean_pool(x, n, dim, M, shift, out, o0=0, lo=-32768, hi=32767):
+    """out[o0+i] = requant(sum_t x[t*dim + i], M, shift) (spec §13), int16 by default."""
+    for i in range(dim):
+        s = 0
+        for j in range(i, n * dim, dim):
+            s += x[j]
+        out[o0 + i] = requant(s, M, shift, lo, hi)
+
+
