@@ -1,0 +1,116 @@
+"""butterflyvit eval: integer top-1 of a model file beside the float checkpoint's, same images."""
+
+HELP = "evaluate a model file's integer reference on a test set (beside the float checkpoint)"
+
+
+def add_arguments(p):
+    p.add_argument("model", metavar="MODEL", help="packed model file (butterflyvit pack)")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "digits"])
+    p.add_argument("--data", metavar="PATH", help="data location (as for train)")
+    p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="the float checkpoint, evaluated on the same images")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test images")
+    p.add_argument("--frames", action="store_true",
+                   help="feed the integer model camera frames (GRAYSCALE, or RGB565 for 3 channels) "
+                        "instead of the 8-bit pixels the float model sees")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the float model (default 1)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args) -> int:
+    import json
+    import sys
+    import time
+
+    import numpy as np
+
+    from ..data import load_dataset
+    from ..intmodel import IntModel, rgb_to_rgb565
+    from ..modelfile import ModelFormatError
+
+    def fail(msg):
+        print(f"butterflyvit eval: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        model = IntModel.load(args.model)
+    except FileNotFoundError:
+        return fail(f"{args.model}: no such file")
+    except ModelFormatError as exc:
+        return fail(f"{args.model}: {exc}")
+    cfg = model.cfg
+    try:
+        ds = load_dataset(args.dataset, args.data, args.cache_dir)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        return fail(f"cannot load {args.dataset!r}: {exc}")
+    split = ds.test
+    n = len(split) if args.limit is None else max(0, min(args.limit, len(split)))
+    if ds.channels != cfg.in_channels or ds.image_size != cfg.image_size:
+        return fail(f"{args.dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
+                    f"the model takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
+    images = split.images[:n].numpy()
+    labels = split.labels[:n].numpy()
+
+    float_pred = None
+    if args.checkpoint:
+        import torch
+
+        from ..checkpoint import load_model
+        from ..data import normalize
+        torch.set_num_threads(max(1, args.threads))
+        try:
+            fmodel, ckpt = load_model(args.checkpoint)
+        except FileNotFoundError:
+            return fail(f"{args.checkpoint}: no such file")
+        norm = ckpt.get("normalize") or {"mean": ds.mean, "std": ds.std}
+        preds = []
+        with torch.no_grad():
+            for i in range(0, n, 500):
+                x = normalize(split.images[i:min(n, i + 500)], norm["mean"], norm["std"])
+                preds.append(fmodel(x).argmax(-1).numpy())
+        float_pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+    it = range(n)
+    if args.progress and n > 100 and not args.json:
+        from tqdm import tqdm
+        it = tqdm(it, desc="integer reference", unit="img", file=sys.stderr)
+    int_pred = np.zeros(n, dtype=np.int64)
+    t0 = time.perf_counter()
+    for j in it:
+        img = images[j]
+        if args.frames:
+            if cfg.in_channels == 1:
+                r = model.forward_frame(img[0].tobytes(), cfg.image_size, cfg.image_size, "GRAYSCALE")
+            else:
+                r = model.forward_frame(rgb_to_rgb565(img.transpose(1, 2, 0)), cfg.image_size,
+                                        cfg.image_size, "RGB565")
+        else:
+            r = model.forward_pixels(img)
+        int_pred[j] = r.top(1)[0][0]
+    dt = time.perf_counter() - t0
+
+    res = {"model": args.model, "dataset": args.dataset, "split": "test", "images": n,
+           "input": ("frames " + ("GRAYSCALE" if cfg.in_channels == 1 else "RGB565")) if args.frames
+           else "8-bit pixels",
+           "integer_top1": float((int_pred == labels).mean()) if n else None,
+           "ms_per_image": 1000 * dt / n if n else None}
+    if float_pred is not None:
+        res["float_top1"] = float((float_pred == labels).mean()) if n else None
+        res["difference_points"] = 100 * (res["integer_top1"] - res["float_top1"]) if n else None
+        res["same_prediction"] = float((float_pred == int_pred).mean()) if n else None
+        res["checkpoint"] = args.checkpoint
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    if not n:
+        print("no images")
+        return 0
+    print(f"{args.dataset} test, {n} images ({res['input']}):")
+    print(f"  integer reference top-1 {100 * res['integer_top1']:.2f}%   "
+          f"({res['ms_per_image']:.1f} ms/image in numpy)")
+    if float_pred is not None:
+        print(f"  float checkpoint  top-1 {100 * res['float_top1']:.2f}%   "
+              f"difference {res['difference_points']:+.2f} points, same top-1 on "
+              f"{100 * res['same_prediction']:.2f}% of images")
+    return 0
