@@ -90,9 +90,11 @@ def size_report(path, cfg=None) -> dict:
     m = read_model(path)
     cfg = cfg or ModelConfig.from_dict(m.metadata["config"])
     parts = {k: 0 for k, _ in PARTS}
-    trits = trit_bytes = 0
+    trits = trit_bytes = w_in = 0
     for name, s in m.sections.items():
         parts[part_of(name)] += s.nbytes
+        if name.endswith(".ffn.w_in"):
+            w_in += s.nbytes
         if s.dtype == "trit5":
             trits += s.shape[0] * s.shape[1]
             trit_bytes += s.nbytes
@@ -108,6 +110,8 @@ def size_report(path, cfg=None) -> dict:
         "trits": trits, "trit_bytes": trit_bytes, "bits_per_trit": bits,
         "trit_efficiency": (math.log2(3) / bits) if bits else 0.0,
         "paper_accounting": paper_accounting(cfg),
+        # the paper's count (one substrate per layer + the angles), measured from the file
+        "paper_count_measured": w_in + parts["angles"],
         "standard_moe": standard_moe_sizes(cfg, parts),
         "boards": flash_table(disk),
         "config": cfg.to_dict(),
@@ -133,6 +137,8 @@ def format_report(r: dict) -> str:
     lines += ["", "  against a standard MoE of the same shape:",
               f"    paper's accounting (expert weights only): standard fp32 {_kb(pa['standard_fp32'])}"
               f" vs ButterflyViT {_kb(pa['butterfly'])} = {pa['ratio']:.1f}x",
+              f"    the same count measured from this file (W_in substrates + angles): "
+              f"{_kb(r['paper_count_measured'])} = {pa['standard_fp32'] / r['paper_count_measured']:.1f}x",
               f"    whole model, standard MoE-ViT fp32: {_kb(sm['fp32'])} vs this file {_kb(total)}"
               f" = {sm['fp32'] / total:.1f}x",
               f"    whole model, standard MoE-ViT with int8 experts: {_kb(sm['int8_total'])}"
