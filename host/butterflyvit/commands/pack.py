@@ -26,6 +26,7 @@ def add_arguments(p):
     p.add_argument("--data", metavar="PATH", help="data location (default: the checkpoint's, or the data set's default)")
     p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for calibration (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -199,7 +200,7 @@ def run(args) -> int:
         return fail(f"data set {dataset!r} has {ds.channels}x{ds.image_size}x{ds.image_size} "
                     f"images, the model takes {model.cfg.in_channels}x{model.cfg.image_size}x"
                     f"{model.cfg.image_size}")
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    torch.set_num_threads(max(1, args.threads))
     calib = calibration_images(ds, args.calib, args.seed)
     metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
     extra = {
