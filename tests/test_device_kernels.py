@@ -25,6 +25,8 @@ from bvit import kernels as K, nn as N, frames as F, ops
 
 BACKENDS = [ops.load(n) for n in ops.available()]
 print(json.dumps({"backends": [b.name for b in BACKENDS]}))
+from bvit import tables
+assert list(tables.SIN_Q14) == list(K.SIN_Q14)
 
 def arr(t, v):
     return array(t, v)
@@ -41,12 +43,14 @@ def each(fn):
 
 def do_requant(a):
     lo, hi = (-128, 127) if a["bits"] == 8 else (-32768, 32767)
-    return [K.requant(v, M, s, lo, hi) for v, M, s in zip(a["acc"], a["M"], a["shift"])]
+    r = [K.requant(v, M, s, lo, hi) for v, M, s in zip(a["acc"], a["M"], a["shift"])]
+    r2 = [N.requant(v, M, s, lo, hi) for v, M, s in zip(a["acc"], a["M"], a["shift"])]
+    return r if r == r2 else "ERR: kernels.requant and nn.requant differ"
 
 def do_requant_rows(a):
     n = len(a["acc"])
     out = arr("h", [0] * n)
-    K.requant_rows(arr("i", a["acc"]), 0, out, 0, n, arr("h", a["M"]), arr("b", a["shift"]), 0,
+    N.requant_rows(arr("i", a["acc"]), 0, out, 0, n, arr("h", a["M"]), arr("b", a["shift"]), 0,
                    arr("i", a["bias"]), -32768, 32767)
     return list(out)
 
@@ -69,6 +73,12 @@ def do_ternary(a):
         res["unpack"] = "ERR: %s" % e
     return res
 
+def do_stream(a):
+    rows, n, t0 = a["rows"], a["n"], a["t0"]
+    packed = bytes(a["packed"])
+    x = arr("h", a["x"])
+    return each(lambda b: list(b.ternary_stream(packed, t0, rows, n, x, arr("i", [0] * rows))))
+
 def do_sincos(a):
     ph = a["phases"]
     raw = bytearray(2 * len(ph))
@@ -89,7 +99,18 @@ def do_butterfly(a):
         v = arr("h", a["v"])
         b.butterfly(v, arr("h", a["cos"]), arr("h", a["sin"]), a["n_l"], len(v))
         return list(v)
-    return each(run)
+    res = each(run)
+    raw = bytearray(3) + bytearray(2 * len(a["phases"]))   # phases from byte 3 on
+    for i, p in enumerate(a["phases"]):
+        raw[3 + 2 * i] = p & 255
+        raw[4 + 2 * i] = p >> 8
+    def run_ph(b):
+        v = arr("h", a["v"])
+        b.butterfly_ph(v, raw, 3, a["n_l"], len(v))
+        return list(v)
+    for name, r in each(run_ph).items():
+        res[name + "-ph"] = r
+    return res
 
 def do_matvec8(a):
     rows, n = a["rows"], a["n"]
@@ -158,7 +179,7 @@ def do_attention(a):
     def run(b):
         out = arr("b", [0] * (n * dim))
         N.attention(qkv, n, dim, heads, a["sM"], a["ssh"], a["oM"], a["osh"], out,
-                    scores=b.attn_scores, pv=b.attn_pv)
+                    arr("i", [0] * n), arr("i", [0] * (dim // heads)), b.attn_scores, b.attn_pv)
         return list(out)
     return each(run)
 
@@ -222,14 +243,16 @@ for name in ops.available():
     micropython.heap_lock()
     try:
         b.ternary_matvec(packed, rows, n, x, acc)
+        b.ternary_stream(packed, 3, rows, n, x, acc)
         b.matvec8(xb, 0, n, w, rows, acc)
         b.butterfly(x, cos, sin, 4, n)
+        b.butterfly_ph(x, raw, 0, 2, n)
         b.sincos_raw(raw, 0, 128, cos, sin)
         N.attention(qkv, T, dim, heads, 20000, 20, 20000, 30, att, srow, hacc,
                     b.attn_scores, b.attn_pv)
         K.build_luts(x, n, tables)
         K.ternary_matvec_lut(packed, rows, n, tables, acc)
-        K.requant_rows(acc, 0, x, 0, n, Ms, shs, 0, bias, -32768, 32767)
+        N.requant_rows(acc, 0, x, 0, n, Ms, shs, 0, bias, -32768, 32767)
         N.layernorm(x, 0, n, G, B, 12, 1000, out8, 0)
         N.softmax(L, 0, 8, 20000, 20, L, 0, cut)
         N.route(L, T, 8, 2, gm, idx, gates, True, 7, srow8, sel)
@@ -292,6 +315,21 @@ def _gen_cases(rng):
     add("ternary", {"rows": 2, "n": 10, "packed": list(packed), "x": [1] * 10},
         lambda r: all(isinstance(v, str) and "byte value 250 is not valid" in v for v in r.values()))
 
+    # §5.1 on trit streams (docs/integer-model.md): rows start anywhere in a byte
+    for n, rows, t0 in [(64, 256, 0), (256, 64, 0), (64, 7, 3), (1, 9, 4), (3, 11, 2), (7, 5, 1),
+                        (10, 4, 0), (13, 6, 4), (2, 1, 0)]:
+        t = ints(-1, 1, (rows, n))
+        x = ints(-32768, 32767, n)
+        pre = ints(-1, 1, t0)
+        packed = I.pack_trits(np.concatenate([pre, t.ravel()])[None, :])
+        ref = I.ternary_matvec(I.pack_trits(t), rows, n, x).tolist()
+        add("stream", {"rows": rows, "n": n, "t0": t0, "packed": list(packed), "x": x.tolist()},
+            lambda r, ref=ref: all(v == ref for v in r.values()))
+    packed = bytearray(I.pack_trits(np.zeros((1, 30), np.int8)))
+    packed[4] = 243
+    add("stream", {"rows": 3, "n": 10, "t0": 0, "packed": list(packed), "x": [1] * 10},
+        lambda r: all(isinstance(v, str) and "byte value 243 is not valid" in v for v in r.values()))
+
     # §6.2 sin/cos of phases, §6.3 butterfly (incl. saturation, n_l up to log2 n_pad)
     phases = np.concatenate([[0, 1, 63, 64, 65, 16383, 16384, 16385, 32767, 32768, 49152, 65535],
                              ints(0, 65535, 500)])
@@ -305,7 +343,8 @@ def _gen_cases(rng):
         v = ints(-amp, amp, n_pad)
         ref = I.butterfly_q14(v, cc, ss).tolist()
         add("butterfly", {"v": v.tolist(), "cos": cc.ravel().tolist(), "sin": ss.ravel().tolist(),
-                          "n_l": n_l}, lambda r, ref=ref: all(v == ref for v in r.values()))
+                          "phases": ph.ravel().tolist(), "n_l": n_l},
+            lambda r, ref=ref: len(r) >= 2 and all(v == ref for v in r.values()))
 
     # §7 int8 products
     for n, rows, x0 in [(1, 1, 0), (16, 64, 3), (64, 192, 0), (37, 10, 5)]:

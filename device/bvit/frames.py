@@ -4,7 +4,7 @@ GRAYSCALE (1 byte per pixel) and RGB565 (2 bytes, big-endian) frames of any size
 crop to a square, nearest-neighbour resize, colour conversion, the input quantisation
 tables, and the patch vectors the patch embedding takes. Exactly the integers of
 intops.frame_to_pixels / quantize_pixels / patchify. A frame need not be in RAM: a reader
-hands over one source row at a time (frame_row_pixels; see bvit.camera.FrameFile).
+hands over one source row at a time (frame_row_pixels; Frame, FrameFile below).
 """
 
 from array import array
@@ -120,3 +120,108 @@ def quantize_patches(pix, C, S, p, tables, out):
                         out[o] = tables[tb + pix[j]]
                         o += 1
     return out
+
+
+# ---------------------------------------------------------------- frame sources
+# A frame: .width, .height, .format and .row(y) -> (buffer, offset of row y's first byte).
+# The classifier reads only the rows its resize needs (28 of a 240-row frame), so a frame
+# file larger than the heap is fine.
+
+EXTENSIONS = {".gray": "GRAYSCALE", ".grey": "GRAYSCALE", ".rgb565": "RGB565"}
+
+
+def _swap_row(src, a, n, dst):
+    # little-endian 16-bit pixels -> big-endian bytes
+    for i in range(0, n, 2):
+        dst[i] = src[a + i + 1]
+        dst[i + 1] = src[a + i]
+
+
+class Frame:
+    """A frame in memory. byteswap=True: RGB565 pixels stored as little-endian 16-bit words
+    (rows are swapped into a small buffer as they are read; the frame is not copied)."""
+
+    def __init__(self, buf, width, height, fmt, byteswap=False):
+        self.bpp = check_frame(len(buf), width, height, fmt)
+        self.buf = buf
+        self.width = width
+        self.height = height
+        self.format = fmt
+        self.stride = width * self.bpp
+        self._swap = bytearray(self.stride) if byteswap and self.bpp == 2 else None
+
+    def row(self, y):
+        if self._swap is None:
+            return self.buf, y * self.stride
+        _swap_row(self.buf, y * self.stride, self.stride, self._swap)
+        return self._swap, 0
+
+
+class FrameFile:
+    """A raw frame file (rows top to bottom, no header), read one row at a time."""
+
+    def __init__(self, path, width, height, fmt):
+        import os
+        bpp = frame_bpp(fmt)
+        try:
+            size = os.stat(path)[6]
+        except OSError:
+            raise OSError("frame file %s: no such file" % path)
+        try:
+            check_frame(size, width, height, fmt)
+        except ValueError as e:
+            raise ValueError("frame file %s: %s" % (path, e))
+        self.path = path
+        self.width = width
+        self.height = height
+        self.format = fmt
+        self.stride = width * bpp
+        self._buf = bytearray(self.stride)
+        self._f = open(path, "rb")
+
+    def row(self, y):
+        f = self._f
+        f.seek(y * self.stride)
+        n = f.readinto(self._buf)
+        if n != self.stride:
+            raise OSError("frame file %s: short read at row %d" % (self.path, y))
+        return self._buf, 0
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parse_size(size):
+    """'WxH' (or (w, h)) -> (w, h)."""
+    if isinstance(size, str):
+        parts = size.lower().split("x")
+        try:
+            w, h = int(parts[0]), int(parts[1])
+            if len(parts) != 2:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError("frame size %r is not WIDTHxHEIGHT" % size)
+        return w, h
+    return int(size[0]), int(size[1])
+
+
+def frame_format(path):
+    """GRAYSCALE or RGB565 from a file name's extension."""
+    dot = path.rfind(".")
+    fmt = EXTENSIONS.get(path[dot:].lower()) if dot >= 0 else None
+    if fmt is None:
+        raise ValueError("%s: a raw frame file must be named *.gray or *.rgb565" % path)
+    return fmt
+
+
+def frame_file(path, size):
+    w, h = parse_size(size)
+    return FrameFile(path, w, h, frame_format(path))

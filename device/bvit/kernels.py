@@ -15,11 +15,12 @@ loops stay inside MicroPython small ints (|v| < 2^30) for the sizes the spec all
 (§2.3 form of requant, §9.2 cut-off of softmax); elsewhere (LayerNorm's variance, one per
 token) big ints may appear on 32-bit ports, exactly.
 
-The hot loops (matvec8, ternary_matvec, butterfly, sincos_raw, attn_scores, attn_pv) have
+The hot loops (matvec8, ternary_stream, ternary_matvec, butterfly, sincos_raw, attn_scores, attn_pv) have
 viper twins in bvit.kviper (and C twins in the native module); bvit.ops picks one.
 """
 
 from array import array
+
 
 # SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §0.2, §6.2).
 SIN_Q14 = array("h", (
@@ -45,6 +46,7 @@ SIN_Q14 = array("h", (
 
 
 
+
 def _make_digits():
     # DIGITS[5*b + k] = digit k of byte b (b = 0..242); trit = digit - 1 (spec §4).
     t = bytearray(243 * 5)
@@ -59,6 +61,8 @@ def _make_digits():
 DIGITS = _make_digits()
 
 # ---------------------------------------------------------------- spec §1-2
+# (also in bvit.nn, which the model uses; this module stands alone so that the host's
+# tests can load it under CPython, and it is loaded on a board only for the pure backend)
 
 def rshift_round(x, s):
     """(x + 2^(s-1)) >> s, s >= 1: round to nearest, halves towards +infinity."""
@@ -66,8 +70,7 @@ def rshift_round(x, s):
 
 
 def requant(acc, M, shift, lo=-128, hi=127):
-    """sat(rshift_round(acc * M, shift)), no intermediate beyond 2^30 for |acc| < 2^29, shift <= 44
-    (spec §2.3). lo/hi: the output range, inside int16 (int8 by default)."""
+    """sat(rshift_round(acc * M, shift)) in the small-int form of spec §2.3."""
     if M == 0:
         return 0
     if shift >= 16:
@@ -84,25 +87,6 @@ def requant(acc, M, shift, lo=-128, hi=127):
     if r > hi:
         return hi
     return r
-
-
-def requant_vec(acc, a0, out, o0, n, M, shift, lo=-128, hi=127):
-    """out[o0+i] = requant(acc[a0+i], M, shift) for i < n: one (M, shift) for the tensor."""
-    for i in range(n):
-        out[o0 + i] = requant(acc[a0 + i], M, shift, lo, hi)
-
-
-def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
-    """out[o0+i] = requant(acc[a0+i] + bias[r0+i], Ms[r0+i], shifts[r0+i]): per-row
-    multipliers (and optional int32 bias) of rows r0 .. r0+n-1 of a layer."""
-    if bias is None:
-        for i in range(n):
-            r = r0 + i
-            out[o0 + i] = requant(acc[a0 + i], Ms[r], shifts[r], lo, hi)
-    else:
-        for i in range(n):
-            r = r0 + i
-            out[o0 + i] = requant(acc[a0 + i] + bias[r], Ms[r], shifts[r], lo, hi)
 
 
 # ---------------------------------------------------------------- spec §4-5
@@ -181,6 +165,69 @@ def ternary_matvec(packed, rows, n, x, out=None):
                 i += 1
         out[r] = acc
         off += nb
+    return out
+
+
+def ternary_stream(packed, t0, rows, n, x, out):
+    """acc_r = sum_c T[r, c] * x_c (spec §5.1) for a ternary matrix stored as a trit stream
+    (docs/integer-model.md): trit r*n + c of the matrix is trit t0 + r*n + c of `packed`
+    (digit i % 5 of byte i // 5, §4), rows need not start on a byte. x: n int8/int16
+    values; out: rows int32 accumulators."""
+    need = (t0 + rows * n + 4) // 5
+    if len(packed) < need:
+        raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
+    D = DIGITS
+    p = t0 // 5
+    k = t0 - 5 * p
+    for r in range(rows):
+        acc = 0
+        c = 0
+        if k:                                   # the row starts inside a byte
+            b = packed[p]
+            if b > 242:
+                raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
+            m = 5 - k
+            if m > n:
+                m = n
+            pb = 5 * b + k
+            for j in range(m):
+                d = D[pb + j]
+                if d == 2:
+                    acc += x[j]
+                elif d == 0:
+                    acc -= x[j]
+            c = m
+            k += m
+            if k == 5:
+                k = 0
+                p += 1
+        while c + 5 <= n:                       # whole bytes
+            b = packed[p]
+            p += 1
+            if b != 121:                        # five zero trits contribute nothing
+                if b > 242:
+                    raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
+                pb = 5 * b
+                for j in range(5):
+                    d = D[pb + j]
+                    if d == 2:
+                        acc += x[c + j]
+                    elif d == 0:
+                        acc -= x[c + j]
+            c += 5
+        if c < n:                               # the row ends inside a byte
+            b = packed[p]
+            if b > 242:
+                raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
+            pb = 5 * b
+            for j in range(n - c):
+                d = D[pb + j]
+                if d == 2:
+                    acc += x[c + j]
+                elif d == 0:
+                    acc -= x[c + j]
+            k = n - c
+        out[r] = acc
     return out
 
 
@@ -333,6 +380,65 @@ def butterfly(v, cos, sin, n_stages, n_pad):
     """All stages l = 0..n_stages-1 in order, in place on v (already zero-padded to n_pad)."""
     for l in range(n_stages):
         butterfly_stage(v, cos, sin, l, n_pad)
+    return v
+
+
+def butterfly_ph(v, raw, b0, n_stages, n_pad):
+    """The Q14 butterfly of spec §6.3 in place on v (zero-padded to n_pad), each rotation's
+    cos/sin computed from its uint16 phase (§6.2), read little-endian from raw at byte b0
+    (stage-major, as in the model file). Equal to sincos_raw then butterfly, without the
+    cos/sin arrays."""
+    S = SIN_Q14
+    j = b0
+    for l in range(n_stages):
+        h = 1 << l
+        s = h << 1
+        blk = 0
+        while blk < n_pad:
+            for i1 in range(blk, blk + h):
+                ph = raw[j] | (raw[j + 1] << 8)
+                j += 2
+                r = ph & 0x3FFF
+                idx = r >> 6
+                frac = r & 63
+                a = S[idx]
+                if frac:
+                    a += ((S[idx + 1] - a) * frac + 32) >> 6
+                r = 16384 - r
+                idx = r >> 6
+                frac = r & 63
+                b = S[idx]
+                if frac:
+                    b += ((S[idx + 1] - b) * frac + 32) >> 6
+                q = ph >> 14
+                if q == 0:
+                    c = b
+                    sn = a
+                elif q == 1:
+                    c = -a
+                    sn = b
+                elif q == 2:
+                    c = -b
+                    sn = -a
+                else:
+                    c = a
+                    sn = -b
+                i2 = i1 + h
+                x1 = v[i1]
+                x2 = v[i2]
+                y1 = (c * x1 - sn * x2 + 8192) >> 14
+                y2 = (sn * x1 + c * x2 + 8192) >> 14
+                if y1 > 32767:
+                    y1 = 32767
+                elif y1 < -32768:
+                    y1 = -32768
+                if y2 > 32767:
+                    y2 = 32767
+                elif y2 < -32768:
+                    y2 = -32768
+                v[i1] = y1
+                v[i2] = y2
+            blk += s
     return v
 
 

@@ -6,8 +6,8 @@
 # the spec's bounds (docs/integer-spec.md §5-§7, §12), so both give the same results.
 # Buffer element types are fixed (viper reads raw memory):
 #   matvec8     x, w int8 (array('b'), or bytes holding int8 bit patterns); out array('i')
-#   ternary     packed uint8 bytes (0..242); x array('h'); out array('i')
-#   butterfly   v, cos, sin array('h')
+#   ternary_*   packed uint8 bytes (0..242); x array('h'); out array('i')
+#   butterfly   v, cos, sin array('h'); butterfly_ph: v array('h'), raw bytes (phases)
 #   sincos_raw  raw bytes (little-endian uint16 phases); cos, sin array('h')
 #   attn_*      qkv int8; p array('i') (Q15); out array('i')
 # Loads from ptr8/ptr16 are unsigned: int8/int16 values are sign-extended with
@@ -15,7 +15,7 @@
 
 import micropython
 
-from .kernels import SIN_Q14
+from .tables import SIN_Q14
 
 
 @micropython.viper
@@ -94,6 +94,81 @@ def ternary_matvec(packed, rows, n, x, out=None):
 
 
 @micropython.viper
+def _stream(packed, t0: int, rows: int, n: int, x, out) -> int:
+    # Returns -1, or the offset of the first invalid byte (243..255).
+    pp = ptr8(packed)
+    px = ptr16(x)
+    po = ptr32(out)
+    p = t0 // 5
+    k = t0 - 5 * p
+    for r in range(rows):
+        acc = 0
+        c = 0
+        if k:
+            b = int(pp[p])
+            if b > 242:
+                return p
+            for j in range(k):             # skip the digits of the previous row
+                b = (b * 171) >> 9
+            m = 5 - k
+            if m > n:
+                m = n
+            for j in range(m):
+                q = (b * 171) >> 9
+                d = b - 3 * q
+                if d == 2:
+                    acc += (int(px[j]) ^ 0x8000) - 0x8000
+                elif d == 0:
+                    acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                b = q
+            c = m
+            k += m
+            if k == 5:
+                k = 0
+                p += 1
+        while c + 5 <= n:
+            b = int(pp[p])
+            p += 1
+            if b != 121:
+                if b > 242:
+                    return p - 1
+                for j in range(c, c + 5):
+                    q = (b * 171) >> 9
+                    d = b - 3 * q
+                    if d == 2:
+                        acc += (int(px[j]) ^ 0x8000) - 0x8000
+                    elif d == 0:
+                        acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                    b = q
+            c += 5
+        if c < n:
+            b = int(pp[p])
+            if b > 242:
+                return p
+            for j in range(c, n):
+                q = (b * 171) >> 9
+                d = b - 3 * q
+                if d == 2:
+                    acc += (int(px[j]) ^ 0x8000) - 0x8000
+                elif d == 0:
+                    acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                b = q
+            k = n - c
+        po[r] = acc
+    return -1
+
+
+def ternary_stream(packed, t0, rows, n, x, out):
+    need = (t0 + rows * n + 4) // 5
+    if len(packed) < need:
+        raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
+    bad = _stream(packed, t0, rows, n, x, out)
+    if bad >= 0:
+        raise ValueError("packed trits: byte value %d is not valid (0..242)" % packed[bad])
+    return out
+
+
+@micropython.viper
 def butterfly(v, cos, sin, n_stages: int, n_pad: int):
     pv = ptr16(v)
     pc = ptr16(cos)
@@ -110,6 +185,64 @@ def butterfly(v, cos, sin, n_stages: int, n_pad: int):
                 c = (int(pc[a]) ^ 0x8000) - 0x8000
                 sn = (int(ps[a]) ^ 0x8000) - 0x8000
                 a += 1
+                x1 = (int(pv[i1]) ^ 0x8000) - 0x8000
+                x2 = (int(pv[i2]) ^ 0x8000) - 0x8000
+                y1 = (c * x1 - sn * x2 + 8192) >> 14
+                y2 = (sn * x1 + c * x2 + 8192) >> 14
+                if y1 > 32767:
+                    y1 = 32767
+                elif y1 < -32768:
+                    y1 = -32768
+                if y2 > 32767:
+                    y2 = 32767
+                elif y2 < -32768:
+                    y2 = -32768
+                pv[i1] = y1
+                pv[i2] = y2
+            blk += s
+    return v
+
+
+@micropython.viper
+def butterfly_ph(v, raw, b0: int, n_stages: int, n_pad: int):
+    pv = ptr16(v)
+    pr = ptr8(raw)
+    S = ptr16(SIN_Q14)
+    j = b0
+    for l in range(n_stages):
+        h = 1 << l
+        s = h << 1
+        blk = 0
+        while blk < n_pad:
+            for i1 in range(blk, blk + h):
+                ph = int(pr[j]) | (int(pr[j + 1]) << 8)
+                j += 2
+                r = ph & 0x3FFF
+                idx = r >> 6
+                frac = r & 63
+                a = int(S[idx])
+                if frac:
+                    a += ((int(S[idx + 1]) - a) * frac + 32) >> 6
+                r = 16384 - r
+                idx = r >> 6
+                frac = r & 63
+                b = int(S[idx])
+                if frac:
+                    b += ((int(S[idx + 1]) - b) * frac + 32) >> 6
+                q = ph >> 14
+                if q == 0:
+                    c = b
+                    sn = a
+                elif q == 1:
+                    c = 0 - a
+                    sn = b
+                elif q == 2:
+                    c = 0 - b
+                    sn = 0 - a
+                else:
+                    c = a
+                    sn = 0 - b
+                i2 = i1 + h
                 x1 = (int(pv[i1]) ^ 0x8000) - 0x8000
                 x2 = (int(pv[i2]) ^ 0x8000) - 0x8000
                 y1 = (c * x1 - sn * x2 + 8192) >> 14

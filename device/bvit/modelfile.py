@@ -398,6 +398,8 @@ class Model:
         self._read(self.metadata_offset, raw)
         try:
             text = str(raw, "utf-8")
+        except MemoryError:
+            raise
         except Exception:  # UnicodeError; not every port makes it a ValueError
             raise ModelFormatError("metadata is not valid UTF-8")
         del raw

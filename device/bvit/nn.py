@@ -10,8 +10,6 @@ outputs into buffers the caller owns.
 
 from array import array
 
-from .kernels import attn_pv, attn_scores, requant
-
 # EXP2_Q14[f] = floor(16384 * 2^(-f/256) + 0.5), f = 0..255 (spec §0.2, §9.2).
 EXP2_Q14 = array("h", (
     16384, 16340, 16296, 16251, 16208, 16164, 16120, 16076, 16033, 15990, 15946, 15903, 15860,
@@ -34,6 +32,53 @@ EXP2_Q14 = array("h", (
     8861, 8837, 8813, 8789, 8766, 8742, 8718, 8695, 8671, 8648, 8624, 8601, 8578, 8555, 8532,
     8508, 8485, 8463, 8440, 8417, 8394, 8371, 8349, 8326, 8304, 8281, 8259, 8236, 8214,
 ))
+
+
+# ---------------------------------------------------------------- spec §1-2
+
+def rshift_round(x, s):
+    """(x + 2^(s-1)) >> s, s >= 1: round to nearest, halves towards +infinity."""
+    return (x + (1 << (s - 1))) >> s
+
+
+def requant(acc, M, shift, lo=-128, hi=127):
+    """sat(rshift_round(acc * M, shift)), no intermediate beyond 2^30 for |acc| < 2^29, shift <= 44
+    (spec §2.3). lo/hi: the output range, inside int16 (int8 by default)."""
+    if M == 0:
+        return 0
+    if shift >= 16:
+        h = acc >> 15
+        r = (h * M + (((acc & 0x7FFF) * M) >> 15) + (1 << (shift - 16))) >> (shift - 15)
+    elif acc >= 65536:
+        return hi
+    elif acc <= -65536:
+        return lo
+    else:
+        r = (acc * M + (1 << (shift - 1))) >> shift
+    if r < lo:
+        return lo
+    if r > hi:
+        return hi
+    return r
+
+
+def requant_vec(acc, a0, out, o0, n, M, shift, lo=-128, hi=127):
+    """out[o0+i] = requant(acc[a0+i], M, shift) for i < n: one (M, shift) for the tensor."""
+    for i in range(n):
+        out[o0 + i] = requant(acc[a0 + i], M, shift, lo, hi)
+
+
+def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
+    """out[o0+i] = requant(acc[a0+i] + bias[r0+i], Ms[r0+i], shifts[r0+i]): per-row
+    multipliers (and optional int32 bias) of rows r0 .. r0+n-1 of a layer."""
+    if bias is None:
+        for i in range(n):
+            r = r0 + i
+            out[o0 + i] = requant(acc[a0 + i], Ms[r], shifts[r], lo, hi)
+    else:
+        for i in range(n):
+            r = r0 + i
+            out[o0 + i] = requant(acc[a0 + i] + bias[r], Ms[r], shifts[r], lo, hi)
 
 
 # ---------------------------------------------------------------- spec §8
@@ -201,22 +246,23 @@ def topk(L, l0, n, k, idx, i0=0):
         idx[i0 + p] = best
 
 
-def neighbour_sum(L, t, grid, E, out):
-    """Smoothed-routing sums of token t (spec §11.2): out[e] = L_e of t plus its existing
-    4-neighbours on the grid (L: tokens x E, row-major grid order). Returns the count."""
-    r = t // grid
-    c = t - r * grid
-    base = t * E
+def neighbour_sum_rows(L, mid, up, down, c, grid, E, out):
+    """Smoothed-routing sums of the token in column c of a grid row (spec §11.2):
+    out[e] = its logit plus those of its existing 4-neighbours. L holds grid rows of
+    grid x E logits: this row starts at L[mid], the rows above and below at L[up] and
+    L[down] (-1: no such row, the token is on the top or bottom edge). Returns the count
+    of summed patches (1, 3, 4 or 5)."""
+    base = mid + c * E
     for e in range(E):
         out[e] = L[base + e]
     cnt = 1
-    if r > 0:
-        nb = base - grid * E
+    if up >= 0:
+        nb = up + c * E
         for e in range(E):
             out[e] += L[nb + e]
         cnt += 1
-    if r < grid - 1:
-        nb = base + grid * E
+    if down >= 0:
+        nb = down + c * E
         for e in range(E):
             out[e] += L[nb + e]
         cnt += 1
@@ -231,6 +277,14 @@ def neighbour_sum(L, t, grid, E, out):
             out[e] += L[nb + e]
         cnt += 1
     return cnt
+
+
+def neighbour_sum(L, t, grid, E, out):
+    """neighbour_sum_rows for token t of a whole (grid*grid x E) logit array."""
+    r = t // grid
+    row = grid * E
+    return neighbour_sum_rows(L, r * row, (r - 1) * row if r > 0 else -1,
+                              (r + 1) * row if r < grid - 1 else -1, t - r * grid, grid, E, out)
 
 
 def route(L, n, E, k, gate_mult, idx, gates, smooth=False, grid=0, srow=None, sel=None):
@@ -260,31 +314,34 @@ def route(L, n, E, k, gate_mult, idx, gates, smooth=False, grid=0, srow=None, se
 
 # ---------------------------------------------------------------- spec §12
 
-def attention(qkv, n, dim, heads, score_M, score_sh, out_M, out_sh, out,
-              srow=None, acc=None, scores=None, pv=None):
-    """Multi-head attention core (spec §12) on qkv (n tokens x 3*dim int8: q | k | v per
-    token) into out (n x dim int8, heads concatenated). srow: scratch of n ints (scores,
-    then probabilities), acc: scratch of dim/heads ints; scores/pv: kernel overrides."""
+def attention_row(buf, q0, k0, v0, stride, n, dim, heads, score_M, score_sh, out_M, out_sh,
+                  out, o0, srow, acc, scores, pv, cutoff=None):
+    """Attention (spec §12) of one query over n tokens, every head, into out[o0:o0+dim]
+    (int8). The query's dim values are at buf[q0:], token j's keys at buf[k0 + j*stride:]
+    and values at buf[v0 + j*stride:] (int8). srow: n ints of scratch (scores, then
+    probabilities); acc: dim/heads ints; scores, pv: the inner products of a kernel backend
+    (bvit.ops); cutoff: softmax_cutoff(score_M, score_sh), when the caller has it."""
     hd = dim // heads
-    stride = 3 * dim
-    if srow is None:
-        srow = array("i", bytes(4 * n))
-    if acc is None:
-        acc = array("i", bytes(4 * hd))
-    if scores is None:
-        scores = attn_scores
-    if pv is None:
-        pv = attn_pv
-    cut = softmax_cutoff(score_M, score_sh)
+    if cutoff is None:
+        cutoff = softmax_cutoff(score_M, score_sh)
     for h in range(heads):
         c0 = h * hd
-        for i in range(n):
-            scores(qkv, i * stride + c0, dim + c0, stride, n, hd, srow)
-            softmax(srow, 0, n, score_M, score_sh, srow, 0, cut)
-            pv(srow, n, qkv, 2 * dim + c0, stride, hd, acc)
-            o = i * dim + c0
-            for c in range(hd):
-                out[o + c] = requant(acc[c], out_M, out_sh)
+        scores(buf, q0 + c0, k0 + c0, stride, n, hd, srow)
+        softmax(srow, 0, n, score_M, score_sh, srow, 0, cutoff)
+        pv(srow, n, buf, v0 + c0, stride, hd, acc)
+        o = o0 + c0
+        for c in range(hd):
+            out[o + c] = requant(acc[c], out_M, out_sh)
+
+
+def attention(qkv, n, dim, heads, score_M, score_sh, out_M, out_sh, out, srow, acc, scores, pv):
+    """Multi-head attention core (spec §12) on qkv (n tokens x 3*dim int8: q | k | v per
+    token) into out (n x dim int8, heads concatenated); arguments as attention_row."""
+    cut = softmax_cutoff(score_M, score_sh)
+    s = 3 * dim
+    for i in range(n):
+        attention_row(qkv, i * s, dim, 2 * dim, s, n, dim, heads, score_M, score_sh, out_M,
+                      out_sh, out, i * dim, srow, acc, scores, pv, cut)
 
 
 # ---------------------------------------------------------------- spec §13

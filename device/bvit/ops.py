@@ -10,10 +10,9 @@
 # it op by op. Nothing here needs viper: on CircuitPython or the WebAssembly port the
 # viper module fails to import and the pure kernels are used.
 
-from . import kernels as _py
-
 # The hot loops a backend provides (signatures and buffer types: bvit.kernels, bvit.kviper).
-NAMES = ("matvec8", "ternary_matvec", "butterfly", "sincos_raw", "attn_scores", "attn_pv")
+NAMES = ("matvec8", "ternary_stream", "ternary_matvec", "butterfly", "butterfly_ph", "sincos_raw",
+         "attn_scores", "attn_pv")
 ORDER = ("native", "viper", "python")
 
 
@@ -51,7 +50,8 @@ def load(which="auto"):
             _cache["auto"] = b
             return b
     if which == "python":
-        b = Backend("python", _py)
+        from . import kernels
+        b = Backend("python", kernels)
     elif which == "viper":
         try:
             b = Backend("viper", _viper())

@@ -1,0 +1,543 @@
+# The integer ButterflyViT on the board: the forward of host/butterflyvit/intmodel.py, step
+# by step (docs/integer-model.md), with the weights left in flash.
+#
+#     from bvit.model import Classifier
+#     net = Classifier("model.bvit")             # or a frozen / ROMFS bytes object
+#     logits = net.classify_frame(frame)         # a bvit.frames frame: GRAYSCALE / RGB565
+#     net.top(logits, 3)                         # [(class index, logit), ...]
+#
+# Opening (bvit.loader, unloaded afterwards with bvit.modelfile) checks the file and keeps
+# the section offsets and scalar parameters. RAM then holds the activation buffers,
+# allocated once (ram_needed() sizes them first: a board without the room gets a
+# MemoryError saying how much is needed), and one buffer for weights read from a file in
+# slices of at most `weight_buffer` bytes; a model given as bytes is read in place.
+# Nothing is allocated per image apart from a few small objects.
+#
+# Every step calls the op intmodel.py calls (bvit.nn / frames and the hot loops of the
+# kernel backend, bvit.ops); tests/test_device_model.py checks the logits bit for bit.
+
+import gc
+from array import array
+
+from . import frames as F
+from . import nn as N
+from . import ops
+
+# Section slots (bvit.loader.GLOBAL / BLOCK order).
+(INA, INB, INS, EMW, EMB, EMM, EMS, NG, NB, HDW, HDB) = range(11)
+NGLOBAL = 11
+(N1G, N1B, QKVW, QKVB, QKVM, QKVS, PRW, PRB, PRM, PRS, N2G, N2B, RTW, PHI, THETA, WIN, WINM,
+ WINS, WOUT, WOB, WOM, WOS) = range(22)
+NBLOCK = 22
+QB = 23         # scalar parameters per block (bvit.loader.quant)
+
+
+def _pad(n):
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def ram_needed(c, weight_buffer=4096):
+    """Bytes of the buffers a Classifier allocates for configuration c (bvit.loader.config)."""
+    d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
+    n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
+    dp, fp = _pad(d), _pad(f)
+    rows = max(3 * d, f, E, c["num_classes"])
+    b = C * S * S + n * pd + 256 * C              # pixels, patch tokens, input tables
+    b += 2 * n * d + n * d + 2 * n * d + d        # residual (int16), LN / attention out, kv + q
+    b += 4 * (3 if c["smooth_routing"] else 1) * g * E + 6 * n * k   # router logits, routes
+    b += 2 * dp + 2 * fp + 6 * f + 2 * d          # u, h, mix (int32), m, y
+    b += 4 * rows + 4 * max(n, E) + 4 * d + 4 * k  # accumulators and scratch
+    b += 7 * rows + 7 * d + 6 * d                 # (mult, shift, bias) x 2, LayerNorm g, b
+    b += max(min(weight_buffer, max(3 * d * d, E * d, d * pd, c["num_classes"] * d)), d, pd)
+    b += max(min(weight_buffer, 2 * ((f * d + 4) // 5)), (max(d, f) + 13) // 5)
+    b += nl * max(dp, fp)                         # phases read from a file
+    b += max(2 * n * d + d, 4 * (3 if c["smooth_routing"] else 1) * g * E)   # zero initialiser
+    return b
+
+
+class Classifier:
+    """An integer ButterflyViT from a model file (a path) or a bytes-like object.
+
+    backend: "auto" (native C module, else viper, else pure MicroPython) or one by name.
+    weight_buffer: bytes of RAM for weights read from a file (a matrix that does not fit is
+    read in row blocks). verify: check the file's CRC-32 when opening. probe: called with no
+    argument at a few points of every forward (classify.py measures the heap there)."""
+
+    def __init__(self, source, backend="auto", weight_buffer=4096, verify=True, probe=None):
+        gc.collect()                            # what stays (the kernels) goes low in the heap
+        self.k = ops.load(backend)
+        self.probe = probe
+        self._file = self._mem = None
+        from . import loader
+        try:
+            r = loader.load(source, verify)
+        finally:
+            loader = None
+            _unload("bvit.loader")
+            _unload("bvit.modelfile")
+        # Keep copies made after the loader's garbage is gone: the originals lie scattered
+        # through the heap, and the buffers below need long free runs.
+        gc.collect()
+        self.cfg = dict(r.cfg)
+        self._off = array("I", r.off)
+        self._q = list(r.quant)
+        self.classes = ["%s" % x for x in r.classes]
+        self.logit_scale = r.logit_scale * 1.0
+        self.file_size = r.file_size
+        if r.mem is not None:
+            self._mem = r.mem
+        else:
+            self._file = r.file
+            if isinstance(source, str):         # reopened: the new file object sits low too
+                r.file.close()
+                self._file = open(source, "rb")
+        r = None
+        self.num_classes = self.cfg["num_classes"]
+        self.ram = ram_needed(self.cfg, weight_buffer)
+        gc.collect()
+        free = gc.mem_free()
+        if self.ram > free:
+            self.close()
+            raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB are free"
+                              % ((self.ram + 1023) // 1024, free // 1024))
+        try:
+            self._alloc(weight_buffer)
+        except MemoryError:
+            self.close()
+            raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB were free "
+                              "(fragmented heap)" % ((self.ram + 1023) // 1024, free // 1024))
+        gc.collect()
+
+    # ------------------------------------------------------------------ buffers
+
+    def _alloc(self, weight_buffer):
+        c = self.cfg
+        d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
+        n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
+        dp, fp = _pad(d), _pad(f)
+        rows = max(3 * d, f, E, c["num_classes"])
+        ring = (3 if c["smooth_routing"] else 1) * g * E
+        wmax = max(3 * d * d, E * d, d * pd, c["num_classes"] * d)
+        wlen = max(min(weight_buffer, wmax), d, pd)             # at least one row
+        tin = (f * d + 4) // 5
+        tlen = max(min(weight_buffer, 2 * tin), (max(d, f) + 13) // 5)
+        # One zero initialiser for every array (array(tc, bytes(n)) would make a temporary
+        # as large as each buffer); the largest buffers first, while the heap is in one piece.
+        zero = memoryview(bytes(max(2 * n * d + d, n * d, ring, wlen, tlen)))
+
+        def a(tc, count):
+            return array(tc, zero[0:count])
+
+        self._kv = a("b", 2 * n * d + d)        # keys and values of every token, one query
+        self._x = a("h", n * d)                 # residual stream, int16
+        self._ring = a("i", ring)               # router logits of up to 3 grid rows
+        if self._mem is None:
+            self._t = bytearray(tlen)           # trits read from the file
+        self._w = a("b", wlen)                  # int8 weights read from the file
+        self._a = a("b", n * d)                 # LayerNorm output, then attention output
+        self._tok = a("b", n * pd)
+        self._pix = bytearray(C * S * S)
+        self._acc = a("i", rows)
+        self._M, self._S, self._B = a("h", rows), a("b", rows), a("i", rows)
+        self._mix = a("i", f)
+        self._h = a("h", fp)
+        self._m = a("h", f)
+        self._idx = a("H", n * k)
+        self._gates = a("i", n * k)
+        self._u = a("h", dp)
+        self._y = a("h", d)
+        self._srow = a("i", max(n, E))
+        self._hacc = a("i", d)
+        self._sel = a("i", k)
+        self._M2, self._S2, self._B2 = a("h", d), a("b", d), a("i", d)
+        self._G, self._Bn = a("h", d), a("i", d)
+        A, B, sh = a("i", C), a("i", C), a("i", C)
+        zero = None
+        self._wkey = -1
+        self._tboth = False
+        self._tkeys = [-1, -1]
+        self._phi = self._theta = None
+        if self._mem is None:
+            if tlen == 2 * tin:                 # w_in and w_out stay for a whole layer
+                self._tboth = True
+                self._tv_in = memoryview(self._t)[0:tin]
+                self._tv_out = memoryview(self._t)[tin:2 * tin]
+            raw = bytearray(nl * max(dp, fp))   # one expert's phases
+            self._phi = memoryview(raw)[0:nl * dp]
+            self._theta = memoryview(raw)[0:nl * fp]
+        else:
+            self._t = None
+        self._read(INA, 0, A, 4 * C)
+        self._read(INB, 0, B, 4 * C)
+        self._read(INS, 0, sh, 4 * C)
+        self._in = F.input_tables(A, B, sh)     # spec §14.4
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._mem = None
+
+    # ------------------------------------------------------------------ reading weights
+
+    def _read(self, slot, start, buf, nbytes):
+        """nbytes of section `slot`, from its byte `start`, into buf (any array type)."""
+        off = self._off[slot] + start
+        mem = self._mem
+        if mem is None:
+            f = self._file
+            f.seek(off)
+            got = f.readinto(buf) or 0
+            if got < nbytes:                    # a short read: finish it (1-byte buffers)
+                mv = memoryview(buf)
+                while got < nbytes:
+                    r = f.readinto(mv[got:nbytes])
+                    if not r:
+                        raise OSError("model file: read failed at offset %d" % (off + got))
+                    got += r
+        elif len(buf) == nbytes:                # 1-byte items: copied straight from the view
+            buf[0:nbytes] = mem[off:off + nbytes]
+        else:
+            buf[0:len(buf)] = array("h" if 2 * len(buf) == nbytes else "i",
+                                    bytes(mem[off:off + nbytes]))
+
+    def _params(self, i, jm, js, jb, rows, M, S, B):
+        """Per-row (mult, shift[, bias]) of a layer of block i into M, S, B."""
+        o = NGLOBAL + i * NBLOCK
+        self._read(o + jm, 0, _head(M, rows), 2 * rows)
+        self._read(o + js, 0, _head(S, rows), rows)
+        if jb is not None:
+            self._read(o + jb, 0, _head(B, rows), 4 * rows)
+
+    def _wrows(self, slot, rows, n, r0, end=0):
+        """Rows r0.. (up to `end`, default all) of an int8 (rows x n) matrix in the weight
+        buffer: (buffer, row count). As many rows as fit are read, and stay until another
+        block is needed: a matrix that fits is read once per layer."""
+        if self._wkey != slot * 65536 + r0:
+            self._wkey = -1
+            per = len(self._w) // n
+            nr = rows - r0 if rows - r0 < per else per
+            self._read(slot, r0 * n, _head(self._w, nr * n), nr * n)
+            self._wkey = slot * 65536 + r0
+            self._wn = nr
+        nr = self._wn
+        if end and end - r0 < nr:
+            nr = end - r0
+        return self._w, nr
+
+    def _trows(self, slot, rows, n, r0, second):
+        """Rows r0.. of a (rows x n) ternary matrix stored as a trit stream: (bytes-like,
+        first trit in it, row count). When w_in and w_out fit the buffer together they stay
+        there for the whole layer (second: w_out's place); otherwise row blocks are read."""
+        T = r0 * n
+        b0 = T // 5
+        if self._mem is not None:
+            off = self._off[slot] + b0
+            return self._mem[off:off + (T + (rows - r0) * n + 4) // 5 - b0], T - 5 * b0, rows - r0
+        if self._tboth:
+            view = self._tv_out if second else self._tv_in
+            if self._tkeys[second] != slot:
+                self._tkeys[second] = -1
+                self._read(slot, 0, view, len(view))
+                self._tkeys[second] = slot
+            return view, 0, rows
+        t = self._t
+        per = (5 * len(t) - 8) // n
+        nr = rows - r0 if rows - r0 < per else per
+        key = slot * 65536 + r0
+        if self._tkeys[0] != key:
+            self._tkeys[0] = -1
+            nb = (T + nr * n + 4) // 5 - b0
+            self._read(slot, b0, _head(t, nb), nb)
+            self._tkeys[0] = key
+        return t, T - 5 * b0, nr
+
+    def _phases(self, slot, e, count, view):
+        """(bytes-like, byte offset) of expert e's `count` phases (uint16) of a phi/theta section."""
+        if self._mem is not None:
+            return self._mem, self._off[slot] + 2 * e * count
+        self._read(slot, 2 * e * count, view, 2 * count)
+        return view, 0
+
+    # ------------------------------------------------------------------ the forward
+
+    def frame_to_tokens(self, frame):
+        """A frame (GRAYSCALE / RGB565, any size) -> int8 patch tokens (spec §14)."""
+        c = self.cfg
+        S, C = c["image_size"], c["in_channels"]
+        fmt = frame.format
+        F.frame_bpp(fmt)
+        x0, y0, src = F.frame_geometry(frame.width, frame.height, S)
+        pix = self._pix
+        for i in range(S):
+            row, r0 = frame.row(y0 + src[i])
+            F.frame_row_pixels(row, r0, fmt, x0, src, S, C, pix, i)
+        F.quantize_patches(pix, C, S, c["patch_size"], self._in, self._tok)
+        return self._tok
+
+    def classify_frame(self, frame):
+        self.frame_to_tokens(frame)
+        return self.forward()
+
+    def forward(self, tokens=None):
+        """int8 patch tokens (default: those of the last frame) -> int32 logits, array('i')."""
+        if tokens is not None and tokens is not self._tok:
+            t = self._tok
+            for i in range(len(t)):
+                t[i] = tokens[i]
+        self._tkeys[0] = self._tkeys[1] = self._wkey = -1
+        self._embed()
+        for i in range(self.cfg["depth"]):
+            self._attention(i)
+            self._probe()
+            self._ffn(i)
+            self._probe()
+        return self._head()
+
+    def _probe(self):
+        if self.probe is not None:
+            self.probe()
+
+    def _embed(self):
+        """1. x = linear(tokens; embed.*), int16; the bias holds the position embedding."""
+        c = self.cfg
+        k = self.k
+        n, d, pd = c["tokens"], c["dim"], c["patch_dim"]
+        M, S, B, acc, x, tok = self._M, self._S, self._B, self._acc, self._x, self._tok
+        self._read(EMM, 0, _head(M, d), 2 * d)
+        self._read(EMS, 0, _head(S, d), d)
+        Bt = _head(B, d)
+        r0 = 0
+        while r0 < d:
+            w, nr = self._wrows(EMW, d, pd, r0)
+            for t in range(n):
+                self._read(EMB, 4 * t * d, Bt, 4 * d)          # token t's bias row
+                k.matvec8(tok, t * pd, pd, w, nr, acc)
+                N.requant_rows(acc, 0, x, t * d + r0, nr, M, S, r0, B, -32768, 32767)
+            r0 += nr
+
+    def _ln(self, x, n, d, slot_g, slot_b, sh, E, out):
+        G, Bn = self._G, self._Bn
+        self._read(slot_g, 0, G, 2 * d)
+        self._read(slot_b, 0, Bn, 4 * d)
+        for t in range(n):
+            N.layernorm(x, t * d, d, G, Bn, sh, E, out, t * d)
+
+    def _attention(self, i):
+        """2-6. a = LN1(x); qkv; attention; x = x + proj(o). Keys and values of every token
+        are kept (kv: n x 2d); each query is computed when its turn comes, and its output
+        overwrites its LayerNorm row in a, which only its query still needed."""
+        c = self.cfg
+        k = self.k
+        n, d = c["tokens"], c["dim"]
+        q = self._q
+        b = QB * i
+        sh1, E1, sM, ssh, oM, osh = q[b], q[b + 1], q[b + 2], q[b + 3], q[b + 4], q[b + 5]
+        o = NGLOBAL + i * NBLOCK
+        x, a, kv, acc = self._x, self._a, self._kv, self._acc
+        M, S, B = self._M, self._S, self._B
+        self._ln(x, n, d, o + N1G, o + N1B, sh1, E1, a)
+        d2, d3 = 2 * d, 3 * d
+        self._params(i, QKVM, QKVS, QKVB, d3, M, S, B)
+        r0 = d
+        while r0 < d3:                          # k and v: row blocks of the weight, all tokens
+            w, nr = self._wrows(o + QKVW, d3, d, r0)
+            for t in range(n):
+                k.matvec8(a, t * d, d, w, nr, acc)
+                N.requant_rows(acc, 0, kv, t * d2 + r0 - d, nr, M, S, r0, B)
+            r0 += nr
+        q0 = n * d2                             # the query lives after the keys and values
+        cut = N.softmax_cutoff(sM, ssh)
+        heads, srow, hacc = c["heads"], self._srow, self._hacc
+        scores, pv = k.attn_scores, k.attn_pv
+        for t in range(n):
+            r0 = 0
+            while r0 < d:
+                w, nr = self._wrows(o + QKVW, d3, d, r0, d)
+                k.matvec8(a, t * d, d, w, nr, acc)
+                N.requant_rows(acc, 0, kv, q0 + r0, nr, M, S, r0, B)
+                r0 += nr
+            N.attention_row(kv, q0, 0, d, d2, n, d, heads, sM, ssh, oM, osh, a, t * d, srow,
+                            hacc, scores, pv, cut)
+        self._params(i, PRM, PRS, PRB, d, M, S, B)
+        y = self._y
+        Ma, Mb, rsh = q[b + 6], q[b + 7], q[b + 8]
+        for t in range(n):
+            r0 = 0
+            while r0 < d:
+                w, nr = self._wrows(o + PRW, d, d, r0)
+                k.matvec8(a, t * d, d, w, nr, acc)
+                N.requant_rows(acc, 0, y, r0, nr, M, S, r0, B, -32768, 32767)
+                r0 += nr
+            N.residual_add(x, t * d, y, 0, d, Ma, Mb, rsh, x, t * d)
+
+    def _router_row(self, i, r, dst):
+        """8. Router logits (int32) of the tokens of grid row r into ring row dst."""
+        c = self.cfg
+        k = self.k
+        g, d, E = c["grid"], c["dim"], c["num_experts"]
+        slot = NGLOBAL + i * NBLOCK + RTW
+        ring, acc, a = self._ring, self._acc, self._a
+        for col in range(g):
+            t = r * g + col
+            o = (dst * g + col) * E
+            r0 = 0
+            while r0 < E:
+                w, nr = self._wrows(slot, E, d, r0)
+                k.matvec8(a, t * d, d, w, nr, acc)
+                for j in range(nr):
+                    ring[o + r0 + j] = acc[j]
+                r0 += nr
+
+    def _route(self, i):
+        """9. Experts and Q15 gates of every token (spec §11), on neighbour sums when the
+        model routes smoothly; the logits are computed one grid row ahead (3 rows kept)."""
+        c = self.cfg
+        g, E, kk = c["grid"], c["num_experts"], c["top_k"]
+        ring, idx, gates, sel, srow = self._ring, self._idx, self._gates, self._sel, self._srow
+        smooth = c["smooth_routing"]
+        row = g * E
+        q = self._q
+        gate0 = QB * i + 15
+        if smooth:
+            self._router_row(i, 0, 0)
+        for r in range(g):
+            if smooth:
+                if r + 1 < g:
+                    self._router_row(i, r + 1, (r + 1) % 3)
+                mid = (r % 3) * row
+                up = ((r - 1) % 3) * row if r > 0 else -1
+                down = ((r + 1) % 3) * row if r + 1 < g else -1
+            else:
+                self._router_row(i, r, 0)
+            for col in range(g):
+                i0 = (r * g + col) * kk
+                if smooth:
+                    cnt = N.neighbour_sum_rows(ring, mid, up, down, col, g, E, srow)
+                    src, s0 = srow, 0
+                else:
+                    cnt = 1
+                    src, s0 = ring, col * E
+                N.topk(src, s0, E, kk, idx, i0)
+                for j in range(kk):
+                    sel[j] = src[s0 + idx[i0 + j]]
+                gb = gate0 + 2 * (cnt - 2 if cnt > 1 else 0)     # counts 1, 3, 4, 5
+                N.softmax(sel, 0, kk, q[gb], q[gb + 1], gates, i0)
+
+    def _ffn(self, i):
+        """7-16. a = LN2(x); routing; butterfly experts; mixture; x = x + W_out m."""
+        c = self.cfg
+        k = self.k
+        n, d, f, kk, nl = c["tokens"], c["dim"], c["ffn_dim"], c["top_k"], c["butterfly_stages"]
+        q = self._q
+        b = QB * i
+        sh2, E2, P = q[b + 9], q[b + 10], q[b + 11]
+        o = NGLOBAL + i * NBLOCK
+        x, a = self._x, self._a
+        self._ln(x, n, d, o + N2G, o + N2B, sh2, E2, a)
+        self._route(i)
+        dp, fp = _pad(d), _pad(f)
+        nph, nth = nl * dp // 2, nl * fp // 2
+        M, S, M2, S2, B2 = self._M, self._S, self._M2, self._S2, self._B2
+        self._params(i, WINM, WINS, None, f, M, S, None)
+        self._params(i, WOM, WOS, WOB, d, M2, S2, B2)
+        u, h, mix, m, y, acc = self._u, self._h, self._mix, self._m, self._y, self._acc
+        idx, gates = self._idx, self._gates
+        bfly, tern = k.butterfly_ph, k.ternary_stream
+        Ma, Mb, rsh = q[b + 12], q[b + 13], q[b + 14]
+        for t in range(n):
+            ao = t * d
+            for j in range(kk):
+                e = idx[t * kk + j]
+                gate = gates[t * kk + j]
+                for q in range(d):              # 10. u = a * 2^P (int16), zero-padded
+                    u[q] = a[ao + q] << P
+                for q in range(d, dp):
+                    u[q] = 0
+                raw, b0 = self._phases(o + PHI, e, nph, self._phi)
+                bfly(u, raw, b0, nl, dp)        # 11. u = B(phi_e) u
+                r0 = 0
+                while r0 < f:                   # 12. h = requant(W_in u), int16
+                    tr, t0, nr = self._trows(o + WIN, f, d, r0, 0)
+                    tern(tr, t0, nr, d, u, acc)
+                    N.requant_rows(acc, 0, h, r0, nr, M, S, r0, None, -32768, 32767)
+                    r0 += nr
+                for q in range(f, fp):
+                    h[q] = 0
+                raw, b0 = self._phases(o + THETA, e, nth, self._theta)
+                bfly(h, raw, b0, nl, fp)        # 13. h = relu(B(theta_e) h)
+                N.relu(h, 0, f)
+                if j == 0:                      # 14. mixture: sum_j g_j h_j (int32)
+                    for q in range(f):
+                        mix[q] = gate * h[q]
+                else:
+                    for q in range(f):
+                        mix[q] += gate * h[q]
+            for q in range(f):
+                v = (mix[q] + 16384) >> 15
+                m[q] = 32767 if v > 32767 else -32768 if v < -32768 else v
+            r0 = 0
+            while r0 < d:                       # 15. y = requant(W_out m + b), int16
+                tr, t0, nr = self._trows(o + WOUT, d, f, r0, 1)
+                tern(tr, t0, nr, f, m, acc)
+                N.requant_rows(acc, 0, y, r0, nr, M2, S2, r0, B2, -32768, 32767)
+                r0 += nr
+            N.residual_add(x, ao, y, 0, d, Ma, Mb, rsh, x, ao)   # 16.
+
+    def _head(self):
+        """17-19. Mean pool, LayerNorm, head: int32 logits."""
+        c = self.cfg
+        n, d, nc = c["tokens"], c["dim"], c["num_classes"]
+        y, z, acc, B = self._y, self._a, self._acc, self._B
+        q = self._q
+        b = QB * c["depth"]
+        N.mean_pool(self._x, n, d, q[b], q[b + 1], y)
+        self._ln(y, 1, d, NG, NB, q[b + 2], q[b + 3], z)
+        logits = array("i", bytes(4 * nc))
+        r0 = 0
+        while r0 < nc:
+            w, nr = self._wrows(HDW, nc, d, r0)
+            self.k.matvec8(z, 0, d, w, nr, acc)
+            for j in range(nr):
+                logits[r0 + j] = acc[j]
+            r0 += nr
+        self._read(HDB, 0, _head(B, nc), 4 * nc)
+        for j in range(nc):
+            logits[j] += B[j]
+        return logits
+
+    # ------------------------------------------------------------------ results
+
+    def top(self, logits, k=3):
+        """[(class index, logit)] of the k largest logits, ties to the lower index."""
+        k = min(k, len(logits))
+        idx = array("H", bytes(2 * k))
+        N.topk(logits, 0, len(logits), k, idx, 0)
+        return [(i, logits[i]) for i in idx]
+
+    def probabilities(self, logits):
+        """Float softmax of the logits at their real scale (for printing only)."""
+        import math
+        s = self.logit_scale
+        m = max(logits)
+        e = [math.exp((v - m) * s) for v in logits]
+        z = sum(e)
+        return [v / z for v in e]
+
+
+def _head(buf, n):
+    """buf itself when it holds n items, else a memoryview of its first n."""
+    return buf if len(buf) == n else memoryview(buf)[0:n]
+
+
+def _unload(name):
+    import sys
+    sys.modules.pop(name, None)
+    pkg, _, mod = name.rpartition(".")
+    try:
+        delattr(sys.modules[pkg], mod)
+    except (KeyError, AttributeError, TypeError):
+        pass
