@@ -1,0 +1,273 @@
+/*
+ * bvit_kernels.h - the integer kernels of butterflyvit in plain C99.
+ *
+ * Every function computes exactly the integers of the numpy reference
+ * (host/butterflyvit/intops.py) as docs/integer-spec.md defines them ("spec §N").
+ * No MicroPython dependency, no allocation, no floating point, no division in an
+ * inner loop: written for Cortex-M0+ (32x32->32 multiply, no divide, no FPU),
+ * rv32imc and Xtensa alike.  Symbols are prefixed bvit_.
+ *
+ * Preconditions: these functions trust their sizes (the checked layer bvit_api.h
+ * validates every argument first).  Data values never cause undefined behaviour:
+ * out-of-spec data (a trit byte above 242, a cos above 16384, ...) gives a
+ * deterministic but unspecified result, never an out-of-bounds access.
+ *
+ * Conventions: sizes are size_t; "n_pad" is a power of two; requantisation
+ * parameters come as arrays M[] (int16, 0..32767) and shift[] (uint8, 1..62),
+ * indexed by row when per_row is non-zero, else M[0], shift[0] for every row.
+ */
+#ifndef BVIT_KERNELS_H
+#define BVIT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* spec §0.1: right shifts of negative values must be arithmetic. */
+typedef char bvit_assert_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
+
+#define BVIT_Q14_ONE 16384
+#define BVIT_PROB_ONE 32768
+#define BVIT_TRITS_PER_BYTE 5
+/* LUT kernel: tables of a chunk of up to BVIT_LUT_GROUPS groups, interleaved (entry b
+ * of group g at [b * BVIT_LUT_GROUPS + g]), BVIT_LUT_ENTRIES int32 in all (13 KiB).
+ * 13 groups = 65 inputs: dim 64 in one chunk, 256 in four. */
+#define BVIT_LUT_GROUPS 13
+#define BVIT_LUT_ENTRIES (256 * BVIT_LUT_GROUPS)
+#define BVIT_SOFTMAX_T_MAX 3840 /* 15 * 256 (spec §9.2) */
+
+extern const int16_t bvit_sin_q14[257];   /* spec §0.2 */
+extern const uint16_t bvit_exp2_q14[256]; /* spec §0.2 */
+/* bvit_trit5[b][k] = trit k of byte b (-1, 0, +1); bytes 243..255 decode as zeros */
+extern const int8_t bvit_trit5[256][5];
+
+/* ---------------------------------------------------------------- §1-2 */
+
+/* (x + 2^(s-1)) >> s, 1 <= s <= 31 (spec §1); computed without overflow. */
+static inline int32_t bvit_rshift_round(int32_t x, int32_t s)
+{
+    return ((x >> (s - 1)) + 1) >> 1;
+}
+
+/*
+ * clamp(rshift_round(x * M, shift), lo, hi), exactly, for any int32 x,
+ * 0 <= M < 2^15, 1 <= shift <= 62, -32768 <= lo <= hi <= 32767.
+ * 32-bit arithmetic only, except for one case that spec-conforming parameters
+ * never reach (shift <= 15 with 0 < M < 2^14 and |x| >= 2^16: int64).
+ * The spec §2.1 requant (sat8/sat16) and the softmax exponent (§9.2) use it.
+ */
+int32_t bvit_mul_shift_sat(int32_t x, int32_t M, int32_t shift, int32_t lo, int32_t hi);
+
+/* The same, inline (see requant.c for the derivation). */
+static inline int32_t bvit_mul_shift_sat_inline(int32_t x, int32_t M, int32_t shift,
+                                                int32_t lo, int32_t hi)
+{
+    int32_t r;
+    if (shift >= 16) {
+        int32_t y = (x >> 15) * M + (int32_t)((((uint32_t)x & 0x7FFFu) * (uint32_t)M) >> 15);
+        int32_t k1 = shift - 16;
+        r = ((y >> (k1 > 31 ? 31 : k1)) + 1) >> 1;
+    } else {
+        return bvit_mul_shift_sat(x, M, shift, lo, hi);
+    }
+    return r < lo ? lo : (r > hi ? hi : r);
+}
+
+/* requant of a vector of accumulators (spec §2.1) to int8 or int16. */
+void bvit_requant_i8(const int32_t *acc, size_t n, const int16_t *M, const uint8_t *shift,
+                     int per_row, int8_t *out);
+void bvit_requant_i16(const int32_t *acc, size_t n, const int16_t *M, const uint8_t *shift,
+                      int per_row, int16_t *out);
+
+/* ---------------------------------------------------------------- §4 trits */
+
+/* Bytes per packed row of n trits: ceil(n / 5). */
+static inline size_t bvit_packed_row_bytes(size_t n) { return (n + 4u) / 5u; }
+
+/*
+ * Validate a packed matrix (spec §4): every byte <= 242 and every padding trit
+ * (positions >= n in a row's last byte) zero.  Returns -1 if valid, else the index
+ * of the first offending byte.
+ */
+long bvit_check_trits(const uint8_t *packed, size_t rows, size_t n);
+
+/* Unpack to rows*n int8 trits, row-major.  Same return value as bvit_check_trits;
+ * on error the output is partially written. */
+long bvit_unpack_trits(const uint8_t *packed, size_t rows, size_t n, int8_t *out);
+
+/* ---------------------------------------------------------------- §5 ternary */
+
+/* acc[r] = sum_i t_ri x_i, the plain form (spec §5.1), straight from packed trits,
+ * one row at a time, each trit applied as it is decoded (the "naive" loop of the
+ * benchmark).  n <= 65535. */
+void bvit_ternary_matvec_i8(const uint8_t *packed, size_t rows, size_t n, const int8_t *x,
+                            int32_t *acc);
+void bvit_ternary_matvec_i16(const uint8_t *packed, size_t rows, size_t n, const int16_t *x,
+                             int32_t *acc);
+
+/*
+ * The lookup-table form (spec §5.2): per group g of 5 inputs a table of the 243
+ * partial sums, then one lookup per packed byte.  `tables` is caller scratch of
+ * BVIT_LUT_ENTRIES int32; the groups are processed in chunks of BVIT_LUT_GROUPS.
+ * Equal to the plain form for all inputs.
+ */
+void bvit_ternary_matvec_lut_i8(const uint8_t *packed, size_t rows, size_t n, const int8_t *x,
+                                int32_t *acc, int32_t *tables);
+void bvit_ternary_matvec_lut_i16(const uint8_t *packed, size_t rows, size_t n,
+                                 const int16_t *x, int32_t *acc, int32_t *tables);
+
+/* Build the tables of groups [g0, g0 + count) of x (zero past n; count <=
+ * BVIT_LUT_GROUPS): digit sums T_g[b] = sum_k d_k x_{5g+k} (d = trit + 1), group 0's
+ * minus the sum of the chunk's inputs, so that a row's lookups add up to its part of
+ * sum_i t_i x_i directly. */
+void bvit_lut_build_i16(const int16_t *x, size_t n, size_t g0, size_t count, int32_t *tables);
+void bvit_lut_build_i8(const int8_t *x, size_t n, size_t g0, size_t count, int32_t *tables);
+void bvit_lut_build_i32(const int32_t *x, size_t n, size_t g0, size_t count, int32_t *tables);
+/* One group's column (p = tables + g): s0 + digit sums, from x0 and the steps
+ * {x1, x2 - 2x1, x3 - 3x2 (after the d2 steps), x4 - 3x3} (lut.c); returns x0 + .. + x4. */
+int32_t bvit_lut_group(int32_t *p, int32_t s0, int32_t x0, const int32_t *steps);
+/* acc[r] (+)= sum_{g < count} tables[q[r * stride + g] * BVIT_LUT_GROUPS + g], r < rows,
+ * 1 <= count <= BVIT_LUT_GROUPS: "=" for the first chunk, "+=" with accumulate. */
+void bvit_lut_rows(const uint8_t *q, size_t stride, size_t count, size_t rows,
+                   const int32_t *tables, int accumulate, int32_t *acc);
+/* h_r = requant16(acc_r, M_r, shift_r) in place (int16 values in int32); returns the
+ * OR of (h ^ (h >> 31)), + 1 a bound of max|h|. */
+uint32_t bvit_requant_q16_inplace(int32_t *acc, size_t rows, const int16_t *M,
+                                  const uint8_t *shift, int per_row);
+/* BVIT_LUT_GROUPS * 4 and 2^13, as variables (see ternary.c, expert.c) */
+extern const uint32_t bvit_lut_row_bytes;
+extern const int32_t bvit_q13_round;
+
+/*
+ * Ternary linear (spec §5.3): y_r = requant(acc_r + bias_r, M_r, shift_r) to int8 or
+ * int16 (out_bits 8 or 16, out points to int8_t or int16_t).  bias may be NULL.
+ * x int8 (x_bits 8) or int16 (16).  With tables (BVIT_LUT_ENTRIES int32 of scratch)
+ * the LUT form is used, else (NULL) the plain form; acc (rows int32 of scratch, needed
+ * by the LUT form when ceil(n/5) > BVIT_LUT_GROUPS, else may be NULL).  acc + bias wraps
+ * modulo 2^32 where the reference would raise OverflowError.
+ */
+void bvit_ternary_linear(const uint8_t *packed, size_t rows, size_t n, const void *x,
+                         int x_bits, const int32_t *bias, const int16_t *M,
+                         const uint8_t *shift, int per_row, void *out, int out_bits,
+                         int32_t *tables, int32_t *acc);
+
+/* ---------------------------------------------------------------- §6 butterfly */
+
+/* (cos, sin) Q14 of a uint16 phase (spec §6.2). */
+void bvit_sincos_q14(uint16_t phase, int16_t *cos_out, int16_t *sin_out);
+/* The same for count phases. */
+void bvit_sincos_q14_vec(const uint16_t *phase, size_t count, int16_t *cos_out,
+                         int16_t *sin_out);
+
+/* Stage l of the Q14 butterfly (spec §6.3), in place on v[0..n_pad); cos/sin point
+ * at the stage's n_pad/2 values. */
+void bvit_butterfly_stage(int16_t *v, size_t n_pad, unsigned l, const int16_t *cos_q14,
+                          const int16_t *sin_q14);
+
+/* Stages 0..n_stages-1 in order; cos/sin stage-major (stage l at l * n_pad/2). */
+void bvit_butterfly(int16_t *v, size_t n_pad, unsigned n_stages, const int16_t *cos_q14,
+                    const int16_t *sin_q14);
+
+/* The same with cos/sin computed from uint16 phases per rotation (no table). */
+void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages,
+                          const uint16_t *phase);
+
+/* ---------------------------------------------------------------- §7 int8 linear */
+
+/* acc[o] = sum_i w[o*n + i] x[i] + bias[o] (bias may be NULL), int32 (spec §7).
+ * n <= 65535; the bias add wraps modulo 2^32 where the reference raises. */
+void bvit_linear_acc(const int8_t *x, size_t n, const int8_t *w, size_t out_n,
+                     const int32_t *bias, int32_t *acc);
+
+/* y[o] = requant(acc[o], M_o, shift_o) to int8 (out_bits 8) or int16 (16). */
+void bvit_linear(const int8_t *x, size_t n, const int8_t *w, size_t out_n, const int32_t *bias,
+                 const int16_t *M, const uint8_t *shift, int per_row, void *out, int out_bits);
+
+/* ---------------------------------------------------------------- §8 LayerNorm */
+
+/* floor(sqrt(u)), the digit-by-digit algorithm of spec §8.2. */
+uint32_t bvit_isqrt32(uint32_t u);
+
+/* One token: int8 (x_bits 8) or int16 (16) x of d <= 1024 elements -> int8 y.
+ * G int32 (|G| < 2^15), B int32 (|B| < 2^30), 1 <= shift <= 30, 0 <= E < 2^40. */
+void bvit_layernorm(const void *x, int x_bits, size_t d, const int32_t *G, const int32_t *B,
+                    int32_t shift, int64_t E, int8_t *y);
+
+/* ---------------------------------------------------------------- §9 softmax */
+
+/* Q15 probabilities of n int32 logits (|L| < 2^30, 1 <= n <= 16384) (spec §9). */
+void bvit_softmax(const int32_t *L, size_t n, int32_t M, int32_t shift, uint16_t *p);
+
+/* ---------------------------------------------------------------- §10-13 */
+
+void bvit_relu_i8(int8_t *v, size_t n);
+void bvit_relu_i16(int16_t *v, size_t n);
+void bvit_relu_i32(int32_t *v, size_t n);
+
+/* z = sat(rshift_round(a Ma + b Mb, shift)) (spec §10.2); a, b int8 or int16
+ * (in_bits), z int8 or int16 (out_bits); 0 <= Ma, Mb < 2^15, 1 <= shift <= 62. */
+void bvit_residual_add(const void *a, const void *b, int in_bits, size_t n, int32_t Ma,
+                       int32_t Mb, int32_t shift, void *z, int out_bits);
+
+/* idx[0..k) = indices of the k largest L, largest first, ties to the lower index
+ * (spec §11.1).  1 <= k <= n. */
+void bvit_topk(const int32_t *L, size_t n, size_t k, uint16_t *idx);
+
+/*
+ * Attention core (spec §12) on a (N, 3*dim) int8 qkv buffer (q, k, v of each token
+ * side by side): out (N, dim) int8.  Per head h: score multiplier (sM[h], sshift[h]),
+ * output requant (oM[h], oshift[h]) (per_head 0: index 0 for every head).  Scratch:
+ * scores N int32, probs N uint16.  hd = dim / heads, hd * 2^14 < 2^30, N <= 16384.
+ */
+void bvit_attention(const int8_t *qkv, size_t N, size_t dim, size_t heads, const int16_t *sM,
+                    const uint8_t *sshift, const int16_t *oM, const uint8_t *oshift,
+                    int per_head, int8_t *out, int32_t *scores, uint16_t *probs);
+
+/* y_i = requant(sum_t x_ti, M, shift) over N tokens of d values (spec §13). */
+void bvit_mean_pool(const void *x, int x_bits, size_t N, size_t d, int32_t M, int32_t shift,
+                    void *y, int out_bits);
+
+/* ---------------------------------------------------------------- §15 expert */
+
+/* Rotation tables: rot[2i] = cos, rot[2i + 1] = sin (Q14, int32) of phase[i]. */
+void bvit_rot_expand(const uint16_t *phase, size_t count, int32_t *rot);
+
+/*
+ * The Q14 butterfly on int32 storage holding int16 values (identical results to
+ * bvit_butterfly), rotation tables from bvit_rot_expand, stage-major (stage l at
+ * rot + l * n_pad).  bound: an upper bound of max|v| on entry (32768 if unknown);
+ * it only selects loops without saturation checks where none can saturate.
+ */
+void bvit_butterfly32(int32_t *v, size_t n_pad, unsigned n_stages, const int32_t *rot,
+                      int32_t bound);
+
+/*
+ * One butterfly expert on one token (spec §15 step 4): u = x * 2^P zero-padded to
+ * n_pad_in; u = B(phi) u; acc = T_in u[0..dim) (LUT form); h_r = requant16(acc_r,
+ * M_r, shift_r) zero-padded to n_pad_out; out = relu(B(theta) h)[0..ffn).
+ * phi_rot: n_stages * n_pad_in int32, theta_rot: n_stages * n_pad_out int32 (from
+ * bvit_rot_expand of the n_stages * n_pad/2 phases).  Scratch: work_in n_pad_in
+ * int32, work_out n_pad_out int32, tables ceil(dim/5) * BVIT_LUT_STRIDE int32.
+ * 128 * 2^P <= 16384 (P <= 7).
+ */
+typedef struct {
+    size_t dim, ffn, n_pad_in, n_pad_out;
+    unsigned n_stages, P;
+    const int32_t *phi_rot, *theta_rot;
+    const uint8_t *packed; /* ffn x dim trits */
+    const int16_t *M;
+    const uint8_t *shift;
+    int per_row;
+} bvit_expert_t;
+
+void bvit_expert_forward(const bvit_expert_t *e, const int8_t *x, int16_t *out,
+                         int32_t *work_in, int32_t *work_out, int32_t *tables);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BVIT_KERNELS_H */

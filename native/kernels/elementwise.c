@@ -1,0 +1,107 @@
+/*
+ * elementwise.c - ReLU, residual add with rescale (spec §10), top-k (§11.1) and
+ * mean pooling (§13).
+ */
+#include "bvit_kernels.h"
+
+void bvit_relu_i8(int8_t *v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (v[i] < 0) {
+            v[i] = 0;
+        }
+    }
+}
+
+void bvit_relu_i16(int16_t *v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (v[i] < 0) {
+            v[i] = 0;
+        }
+    }
+}
+
+void bvit_relu_i32(int32_t *v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (v[i] < 0) {
+            v[i] = 0;
+        }
+    }
+}
+
+/*
+ * a Ma + b Mb: int8 inputs give |.| < 2^23 (int32); int16 ones up to 2^31, so the sum
+ * is int64 there (spec §10.2).  rshift_round and saturation then as §1-2.
+ */
+void bvit_residual_add(const void *a, const void *b, int in_bits, size_t n, int32_t Ma,
+                       int32_t Mb, int32_t shift, void *z, int out_bits)
+{
+    size_t i;
+    int32_t lo = out_bits == 8 ? -128 : -32768;
+    int32_t hi = out_bits == 8 ? 127 : 32767;
+    for (i = 0; i < n; i++) {
+        int32_t r;
+        if (in_bits == 8) {
+            int32_t s = (int32_t)((const int8_t *)a)[i] * Ma + (int32_t)((const int8_t *)b)[i] * Mb;
+            /* shift >= 32: (s + 2^(shift-1)) >> shift with |s| < 2^23 is 0 */
+            r = shift <= 31 ? bvit_rshift_round(s, shift) : 0;
+        } else {
+            int64_t s = (int64_t)((const int16_t *)a)[i] * Ma + (int64_t)((const int16_t *)b)[i] * Mb;
+            s = ((s >> (shift - 1)) + 1) >> 1;
+            r = s < lo ? lo : (s > hi ? hi : (int32_t)s);
+        }
+        r = r < lo ? lo : (r > hi ? hi : r);
+        if (out_bits == 8) {
+            ((int8_t *)z)[i] = (int8_t)r;
+        } else {
+            ((int16_t *)z)[i] = (int16_t)r;
+        }
+    }
+}
+
+void bvit_topk(const int32_t *L, size_t n, size_t k, uint16_t *idx)
+{
+    size_t s, j, t;
+    for (s = 0; s < k; s++) {
+        size_t best = n;
+        for (j = 0; j < n; j++) {
+            int taken = 0;
+            for (t = 0; t < s; t++) {
+                if (idx[t] == j) {
+                    taken = 1;
+                    break;
+                }
+            }
+            if (!taken && (best == n || L[j] > L[best])) {
+                best = j;
+            }
+        }
+        idx[s] = (uint16_t)best;
+    }
+}
+
+void bvit_mean_pool(const void *x, int x_bits, size_t N, size_t d, int32_t M, int32_t shift,
+                    void *y, int out_bits)
+{
+    size_t i, t;
+    int32_t lo = out_bits == 8 ? -128 : -32768;
+    int32_t hi = out_bits == 8 ? 127 : 32767;
+    for (i = 0; i < d; i++) {
+        int32_t s = 0;
+        for (t = 0; t < N; t++) {
+            s += x_bits == 8 ? (int32_t)((const int8_t *)x)[t * d + i]
+                             : (int32_t)((const int16_t *)x)[t * d + i];
+        }
+        s = bvit_mul_shift_sat(s, M, shift, lo, hi);
+        if (out_bits == 8) {
+            ((int8_t *)y)[i] = (int8_t)s;
+        } else {
+            ((int16_t *)y)[i] = (int16_t)s;
+        }
+    }
+}
