@@ -1,0 +1,68 @@
+"""butterflyvit harness: run the board's classifier on test images over serial and compare it
+with the host reference (bit-exact logits, latency, heap, energy two ways)."""
+
+HELP = "run test images through a board over serial and compare its outputs with the host reference"
+
+
+def add_arguments(p):
+    p.add_argument("--port", required=True, help="the board's serial port (/dev/ttyACM0, /dev/ttyUSB0, a pty)")
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help="board profile (boards/<name>/: rp2040-pico, esp32-cam, esp32s3-eye, esp32c3, unix)")
+    p.add_argument("--model", required=True, metavar="MODEL", help="packed model file (*.bvit)")
+    p.add_argument("--images", type=int, default=20, metavar="N", help="test images to send (default 20)")
+    p.add_argument("--first", type=int, default=0, metavar="I", help="first test image (default 0)")
+    p.add_argument("--report", default="harness-report.json", metavar="FILE",
+                   help="JSON report, rewritten after every image (default harness-report.json)")
+    p.add_argument("--plot", metavar="PNG", help="plot (default: the report's name with .png)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run recorded in --report (after a disconnect or a timeout)")
+    p.add_argument("--data", metavar="DIR", help="Fashion-MNIST IDX folder (default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds the board may stay silent in one step (default 60)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--remote-dir", default="", metavar="DIR",
+                   help="folder on the board for bvit/, classify.py and the model (default: its current folder)")
+    p.add_argument("--transfer", choices=["repl", "ampy", "drive", "none"], default="repl",
+                   help="how files reach the board: repl (raw REPL, by hash; default), ampy "
+                        "(adafruit-ampy), drive (copy onto a mounted CIRCUITPY drive, --drive), none")
+    p.add_argument("--drive", metavar="PATH", help="the board's mounted drive (CircuitPython), implies --transfer drive")
+    p.add_argument("--power-w", type=float, metavar="W",
+                   help="the board's active power in watts (default: its profile's, with the source)")
+    p.add_argument("--backend", default="auto", help="kernel backend on the board: auto, native, viper, python")
+    p.add_argument("--weight-buffer", type=int, default=4096, metavar="BYTES",
+                   help="the classifier's weight buffer on the board (default 4096; 2048 on 100 KB boards)")
+    p.add_argument("--remote-model", metavar="NAME",
+                   help="the model's name on the board (default: the file's name); module:NAME for a "
+                        "model frozen into the firmware (butterflyvit boards --freeze), not copied")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import sys
+
+    from ..boards import BoardError
+    from ..harness.session import HarnessOptions, format_summary, run_harness
+    from ..harness.transport import HarnessError
+    from ..modelfile import ModelFormatError
+
+    if args.images < 1:
+        print("error: --images must be at least 1", file=sys.stderr)
+        return 2
+    o = HarnessOptions(port=args.port, board=args.board, model=args.model, images=args.images,
+                       report=args.report, plot=args.plot, resume=args.resume, first=args.first,
+                       data=args.data, baud=args.baud, timeout=args.timeout, remote_dir=args.remote_dir,
+                       transfer="drive" if args.drive else args.transfer, drive=args.drive,
+                       power_w=args.power_w, backend=args.backend, weight_buffer=args.weight_buffer,
+                       remote_model=args.remote_model, progress=not args.no_progress)
+    try:
+        report = run_harness(o)
+    except BoardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (HarnessError, ModelFormatError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(report))
+    print(f"report: {o.report}\nplot: {report['plot']}")
+    s = report["summary"]
+    return 0 if s.get("done") and s["bit_exact"] == s["done"] else 3
