@@ -24,9 +24,12 @@ from array import array
 from bvit import kernels as K, nn as N, frames as F, ops
 
 BACKENDS = [ops.load(n) for n in ops.available()]
-print(json.dumps({"backends": [b.name for b in BACKENDS]}))
-from bvit import tables
-assert list(tables.SIN_Q14) == list(K.SIN_Q14)
+print(json.dumps({"backends": [b.NAME for b in BACKENDS]}))
+try:
+    from bvit import kviper
+    assert list(kviper.SIN_Q14) == list(K.SIN_Q14)
+except (ImportError, SyntaxError):   # no viper on this port
+    pass
 
 def arr(t, v):
     return array(t, v)
@@ -36,9 +39,9 @@ def each(fn):
     out = {}
     for b in BACKENDS:
         try:
-            out[b.name] = fn(b)
+            out[b.NAME] = fn(b)
         except Exception as e:
-            out[b.name] = "ERR: %s" % e
+            out[b.NAME] = "ERR: %s" % e
     return out
 
 def do_requant(a):
@@ -58,9 +61,11 @@ def do_ternary(a):
     rows, n = a["rows"], a["n"]
     packed = bytes(a["packed"])
     x = arr("h", a["x"])
-    def run(b):
-        return list(b.ternary_matvec(packed, rows, n, x, arr("i", [0] * rows)))
-    res = each(run)
+    res = {}
+    try:
+        res["python"] = list(K.ternary_matvec(packed, rows, n, x, arr("i", [0] * rows)))
+    except Exception as e:
+        res["python"] = "ERR: %s" % e
     t = arr("i", [0] * K.lut_size(n))
     K.build_luts(x, n, t)
     try:
@@ -77,7 +82,12 @@ def do_stream(a):
     rows, n, t0 = a["rows"], a["n"], a["t0"]
     packed = bytes(a["packed"])
     x = arr("h", a["x"])
-    return each(lambda b: list(b.ternary_stream(packed, t0, rows, n, x, arr("i", [0] * rows))))
+    res = each(lambda b: list(b.ternary_stream(packed, t0, rows, n, x, arr("i", [0] * rows))))
+    signed = arr("b", [v - 256 if v > 127 else v for v in a["packed"]])   # the weight buffer's type
+    for name, r in each(lambda b: list(b.ternary_stream(signed, t0, rows, n, x,
+                                                         arr("i", [0] * rows)))).items():
+        res[name + "-signed"] = r
+    return res
 
 def do_sincos(a):
     ph = a["phases"]
@@ -85,21 +95,17 @@ def do_sincos(a):
     for i, p in enumerate(ph):
         raw[2 * i] = p & 255
         raw[2 * i + 1] = p >> 8
-    def run(b):
-        c = arr("h", [0] * len(ph))
-        s = arr("h", [0] * len(ph))
-        b.sincos_raw(raw, 0, len(ph), c, s)
-        return [list(c), list(s)]
-    res = each(run)
+    c = arr("h", [0] * len(ph))
+    s = arr("h", [0] * len(ph))
+    K.sincos_raw(raw, 0, len(ph), c, s)
+    res = {"python": [list(c), list(s)]}
     res["scalar"] = [[K.sincos_q14(p)[0] for p in ph], [K.sincos_q14(p)[1] for p in ph]]
     return res
 
 def do_butterfly(a):
-    def run(b):
-        v = arr("h", a["v"])
-        b.butterfly(v, arr("h", a["cos"]), arr("h", a["sin"]), a["n_l"], len(v))
-        return list(v)
-    res = each(run)
+    v = arr("h", a["v"])
+    K.butterfly(v, arr("h", a["cos"]), arr("h", a["sin"]), a["n_l"], len(v))
+    res = {"python-arrays": list(v)}
     raw = bytearray(3) + bytearray(2 * len(a["phases"]))   # phases from byte 3 on
     for i, p in enumerate(a["phases"]):
         raw[3 + 2 * i] = p & 255
@@ -119,8 +125,8 @@ def do_matvec8(a):
     res = each(lambda b: list(b.matvec8(x, a["x0"], n, w, rows, arr("i", [0] * rows))))
     wb = bytes([v & 255 for v in a["w"]])   # int8 bit patterns in bytes (a frozen model's view)
     for b in BACKENDS:
-        if b.name != "python":
-            res[b.name + "-bytes"] = list(b.matvec8(x, a["x0"], n, wb, rows, arr("i", [0] * rows)))
+        if b.NAME != "python":
+            res[b.NAME + "-bytes"] = list(b.matvec8(x, a["x0"], n, wb, rows, arr("i", [0] * rows)))
     return res
 
 def do_layernorm(a):
@@ -242,14 +248,16 @@ for name in ops.available():
     b = ops.load(name)
     micropython.heap_lock()
     try:
-        b.ternary_matvec(packed, rows, n, x, acc)
+        K.ternary_matvec(packed, rows, n, x, acc)
         b.ternary_stream(packed, 3, rows, n, x, acc)
         b.matvec8(xb, 0, n, w, rows, acc)
-        b.butterfly(x, cos, sin, 4, n)
+        K.butterfly(x, cos, sin, 4, n)
         b.butterfly_ph(x, raw, 0, 2, n)
-        b.sincos_raw(raw, 0, 128, cos, sin)
+        K.sincos_raw(raw, 0, 128, cos, sin)
         N.attention(qkv, T, dim, heads, 20000, 20, 20000, 30, att, srow, hacc,
                     b.attn_scores, b.attn_pv)
+        N.attention_row(qkv, 0, dim, 2 * dim, 3 * dim, T, dim, heads, 20000, 20, 20000, 30, att,
+                        0, srow, hacc, b.attn_scores, b.attn_pv, 5000)
         K.build_luts(x, n, tables)
         K.ternary_matvec_lut(packed, rows, n, tables, acc)
         N.requant_rows(acc, 0, x, 0, n, Ms, shs, 0, bias, -32768, 32767)

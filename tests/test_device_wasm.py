@@ -55,7 +55,7 @@ def test_it_is_the_webassembly_port_without_viper(wasm_micropython, tmp_path):
     script = tmp_path / "which.py"
     script.write_text("import sys\nfrom bvit import ops\n"
                       "print(sys.implementation._machine, sys.implementation.version[:2])\n"
-                      "print(ops.available(), ops.load().name)\n")
+                      "print(ops.available(), ops.load().NAME)\n")
     out = wasm_micropython(script).stdout.splitlines()
     assert "Emscripten" in out[0] and "(1, 27)" in out[0]
     assert out[1] == "['python'] python"

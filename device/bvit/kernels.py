@@ -15,12 +15,13 @@ loops stay inside MicroPython small ints (|v| < 2^30) for the sizes the spec all
 (§2.3 form of requant, §9.2 cut-off of softmax); elsewhere (LayerNorm's variance, one per
 token) big ints may appear on 32-bit ports, exactly.
 
-The hot loops (matvec8, ternary_stream, ternary_matvec, butterfly, sincos_raw, attn_scores, attn_pv) have
-viper twins in bvit.kviper (and C twins in the native module); bvit.ops picks one.
+The hot loops the model uses (matvec8, ternary_stream, butterfly_ph, attn_scores, attn_pv)
+have viper twins in bvit.kviper (and C twins in the native module); bvit.ops picks one.
 """
 
 from array import array
 
+NAME = "python"
 
 # SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §0.2, §6.2).
 SIN_Q14 = array("h", (
@@ -172,7 +173,8 @@ def ternary_stream(packed, t0, rows, n, x, out):
     """acc_r = sum_c T[r, c] * x_c (spec §5.1) for a ternary matrix stored as a trit stream
     (docs/integer-model.md): trit r*n + c of the matrix is trit t0 + r*n + c of `packed`
     (digit i % 5 of byte i // 5, §4), rows need not start on a byte. x: n int8/int16
-    values; out: rows int32 accumulators."""
+    values; out: rows int32 accumulators. packed may be a signed buffer (array('b')): its
+    bytes are read as 0..255."""
     need = (t0 + rows * n + 4) // 5
     if len(packed) < need:
         raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
@@ -183,7 +185,7 @@ def ternary_stream(packed, t0, rows, n, x, out):
         acc = 0
         c = 0
         if k:                                   # the row starts inside a byte
-            b = packed[p]
+            b = packed[p] & 255
             if b > 242:
                 raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
             m = 5 - k
@@ -202,7 +204,7 @@ def ternary_stream(packed, t0, rows, n, x, out):
                 k = 0
                 p += 1
         while c + 5 <= n:                       # whole bytes
-            b = packed[p]
+            b = packed[p] & 255
             p += 1
             if b != 121:                        # five zero trits contribute nothing
                 if b > 242:
@@ -216,7 +218,7 @@ def ternary_stream(packed, t0, rows, n, x, out):
                         acc -= x[c + j]
             c += 5
         if c < n:                               # the row ends inside a byte
-            b = packed[p]
+            b = packed[p] & 255
             if b > 242:
                 raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
             pb = 5 * b

@@ -5,17 +5,41 @@
 # machine words: 32 bits on the boards, 64 on the unix port. Every value here is int32 by
 # the spec's bounds (docs/integer-spec.md §5-§7, §12), so both give the same results.
 # Buffer element types are fixed (viper reads raw memory):
-#   matvec8     x, w int8 (array('b'), or bytes holding int8 bit patterns); out array('i')
-#   ternary_*   packed uint8 bytes (0..242); x array('h'); out array('i')
-#   butterfly   v, cos, sin array('h'); butterfly_ph: v array('h'), raw bytes (phases)
-#   sincos_raw  raw bytes (little-endian uint16 phases); cos, sin array('h')
-#   attn_*      qkv int8; p array('i') (Q15); out array('i')
+#   matvec8         x, w int8 (array('b'), or bytes holding int8 bit patterns); out array('i')
+#   ternary_stream  packed trits (bytes 0..242, any 1-byte buffer); x array('h'); out array('i')
+#   butterfly_ph    v array('h'); raw: phases as little-endian uint16 bytes
+#   attn_*          qkv int8; p array('i') (Q15); out array('i')
 # Loads from ptr8/ptr16 are unsigned: int8/int16 values are sign-extended with
 # (v ^ 0x80) - 0x80 and (v ^ 0x8000) - 0x8000.
 
+from array import array
+
 import micropython
 
-from .tables import SIN_Q14
+NAME = "viper"
+
+# SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §0.2, §6.2).
+SIN_Q14 = array("h", (
+    0, 101, 201, 302, 402, 503, 603, 704, 804, 904, 1005, 1105, 1205, 1306, 1406, 1506,
+    1606, 1706, 1806, 1906, 2006, 2105, 2205, 2305, 2404, 2503, 2603, 2702, 2801, 2900, 2999, 3098,
+    3196, 3295, 3393, 3492, 3590, 3688, 3786, 3883, 3981, 4078, 4176, 4273, 4370, 4467, 4563, 4660,
+    4756, 4852, 4948, 5044, 5139, 5235, 5330, 5425, 5520, 5614, 5708, 5803, 5897, 5990, 6084, 6177,
+    6270, 6363, 6455, 6547, 6639, 6731, 6823, 6914, 7005, 7096, 7186, 7276, 7366, 7456, 7545, 7635,
+    7723, 7812, 7900, 7988, 8076, 8163, 8250, 8337, 8423, 8509, 8595, 8680, 8765, 8850, 8935, 9019,
+    9102, 9186, 9269, 9352, 9434, 9516, 9598, 9679, 9760, 9841, 9921, 10001, 10080, 10159, 10238, 10316,
+    10394, 10471, 10549, 10625, 10702, 10778, 10853, 10928, 11003, 11077, 11151, 11224, 11297, 11370,
+    11442, 11514, 11585, 11656, 11727, 11797, 11866, 11935, 12004, 12072, 12140, 12207, 12274, 12340,
+    12406, 12472, 12537, 12601, 12665, 12729, 12792, 12854, 12916, 12978, 13039, 13100, 13160, 13219,
+    13279, 13337, 13395, 13453, 13510, 13567, 13623, 13678, 13733, 13788, 13842, 13896, 13949, 14001,
+    14053, 14104, 14155, 14206, 14256, 14305, 14354, 14402, 14449, 14497, 14543, 14589, 14635, 14680,
+    14724, 14768, 14811, 14854, 14896, 14937, 14978, 15019, 15059, 15098, 15137, 15175, 15213, 15250,
+    15286, 15322, 15357, 15392, 15426, 15460, 15493, 15525, 15557, 15588, 15619, 15649, 15679, 15707,
+    15736, 15763, 15791, 15817, 15843, 15868, 15893, 15917, 15941, 15964, 15986, 16008, 16029, 16049,
+    16069, 16088, 16107, 16125, 16143, 16160, 16176, 16192, 16207, 16221, 16235, 16248, 16261, 16273,
+    16284, 16295, 16305, 16315, 16324, 16332, 16340, 16347, 16353, 16359, 16364, 16369, 16373, 16376,
+    16379, 16381, 16383, 16384, 16384,
+))
+
 
 
 @micropython.viper
@@ -32,64 +56,6 @@ def matvec8(x, x0: int, n: int, w, rows: int, out):
             i += 1
         po[r] = acc
         j += n
-    return out
-
-
-@micropython.viper
-def _ternary(packed, rows: int, n: int, x, out) -> int:
-    # Returns -1, or the offset of the first invalid byte (243..255).
-    pp = ptr8(packed)
-    px = ptr16(x)
-    po = ptr32(out)
-    nb = (n + 4) // 5
-    full = n // 5
-    tail = n - 5 * full
-    off = 0
-    for r in range(rows):
-        acc = 0
-        i = 0
-        for g in range(off, off + full):
-            b = int(pp[g])
-            if b != 121:               # five zero trits
-                if b > 242:
-                    return g
-                for k in range(5):
-                    q = (b * 171) >> 9     # b // 3 for 0 <= b <= 255
-                    d = b - 3 * q
-                    if d == 2:
-                        acc += (int(px[i + k]) ^ 0x8000) - 0x8000
-                    elif d == 0:
-                        acc -= (int(px[i + k]) ^ 0x8000) - 0x8000
-                    b = q
-            i += 5
-        if tail:
-            b = int(pp[off + full])
-            if b > 242:
-                return off + full
-            for k in range(tail):
-                q = (b * 171) >> 9
-                d = b - 3 * q
-                if d == 2:
-                    acc += (int(px[i]) ^ 0x8000) - 0x8000
-                elif d == 0:
-                    acc -= (int(px[i]) ^ 0x8000) - 0x8000
-                b = q
-                i += 1
-        po[r] = acc
-        off += nb
-    return -1
-
-
-def ternary_matvec(packed, rows, n, x, out=None):
-    nb = (n + 4) // 5
-    if len(packed) < rows * nb:
-        raise ValueError("packed trits: expected %d bytes, got %d" % (rows * nb, len(packed)))
-    if out is None:
-        from array import array
-        out = array("i", bytes(4 * rows))
-    bad = _ternary(packed, rows, n, x, out)
-    if bad >= 0:
-        raise ValueError("packed trits: byte value %d is not valid (0..242)" % packed[bad])
     return out
 
 
@@ -164,43 +130,8 @@ def ternary_stream(packed, t0, rows, n, x, out):
         raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
     bad = _stream(packed, t0, rows, n, x, out)
     if bad >= 0:
-        raise ValueError("packed trits: byte value %d is not valid (0..242)" % packed[bad])
+        raise ValueError("packed trits: byte value %d is not valid (0..242)" % (packed[bad] & 255))
     return out
-
-
-@micropython.viper
-def butterfly(v, cos, sin, n_stages: int, n_pad: int):
-    pv = ptr16(v)
-    pc = ptr16(cos)
-    ps = ptr16(sin)
-    half = n_pad >> 1
-    for l in range(n_stages):
-        h = 1 << l
-        s = h << 1
-        a = l * half
-        blk = 0
-        while blk < n_pad:
-            for i1 in range(blk, blk + h):
-                i2 = i1 + h
-                c = (int(pc[a]) ^ 0x8000) - 0x8000
-                sn = (int(ps[a]) ^ 0x8000) - 0x8000
-                a += 1
-                x1 = (int(pv[i1]) ^ 0x8000) - 0x8000
-                x2 = (int(pv[i2]) ^ 0x8000) - 0x8000
-                y1 = (c * x1 - sn * x2 + 8192) >> 14
-                y2 = (sn * x1 + c * x2 + 8192) >> 14
-                if y1 > 32767:
-                    y1 = 32767
-                elif y1 < -32768:
-                    y1 = -32768
-                if y2 > 32767:
-                    y2 = 32767
-                elif y2 < -32768:
-                    y2 = -32768
-                pv[i1] = y1
-                pv[i2] = y2
-            blk += s
-    return v
 
 
 @micropython.viper
@@ -259,43 +190,6 @@ def butterfly_ph(v, raw, b0: int, n_stages: int, n_pad: int):
                 pv[i2] = y2
             blk += s
     return v
-
-
-@micropython.viper
-def sincos_raw(raw, b0: int, count: int, cos, sin):
-    pr = ptr8(raw)
-    pc = ptr16(cos)
-    ps = ptr16(sin)
-    S = ptr16(SIN_Q14)
-    j = b0
-    for i in range(count):
-        ph = int(pr[j]) | (int(pr[j + 1]) << 8)
-        j += 2
-        r = ph & 0x3FFF
-        idx = r >> 6
-        frac = r & 63
-        a = int(S[idx])
-        if frac:
-            a += ((int(S[idx + 1]) - a) * frac + 32) >> 6
-        r = 16384 - r
-        idx = r >> 6
-        frac = r & 63
-        b = int(S[idx])
-        if frac:
-            b += ((int(S[idx + 1]) - b) * frac + 32) >> 6
-        q = ph >> 14
-        if q == 0:
-            pc[i] = b
-            ps[i] = a
-        elif q == 1:
-            pc[i] = 0 - a
-            ps[i] = b
-        elif q == 2:
-            pc[i] = 0 - b
-            ps[i] = 0 - a
-        else:
-            pc[i] = a
-            ps[i] = 0 - b
 
 
 @micropython.viper

@@ -19,9 +19,9 @@
 import gc
 from array import array
 
-from . import frames as F
-from . import nn as N
-from . import ops
+# bvit.frames, bvit.nn and the kernel backend are imported after the buffers are allocated
+# (Classifier.__init__): their many small objects fill gaps that a buffer could not use.
+F = N = None
 
 # Section slots (bvit.loader.GLOBAL / BLOCK order).
 (INA, INB, INS, EMW, EMB, EMM, EMS, NG, NB, HDW, HDB) = range(11)
@@ -51,11 +51,46 @@ def ram_needed(c, weight_buffer=4096):
     b += 2 * dp + 2 * fp + 6 * f + 2 * d          # u, h, mix (int32), m, y
     b += 4 * rows + 4 * max(n, E) + 4 * d + 4 * k  # accumulators and scratch
     b += 7 * rows + 7 * d + 6 * d                 # (mult, shift, bias) x 2, LayerNorm g, b
-    b += max(min(weight_buffer, max(3 * d * d, E * d, d * pd, c["num_classes"] * d)), d, pd)
-    b += max(min(weight_buffer, 2 * ((f * d + 4) // 5)), (max(d, f) + 13) // 5)
+    b += _wlen(c, weight_buffer)                  # weights read from a file
     b += nl * max(dp, fp)                         # phases read from a file
-    b += max(2 * n * d + d, 4 * (3 if c["smooth_routing"] else 1) * g * E)   # zero initialiser
+    b += max(2 * n * d + d, 4 * (3 if c["smooth_routing"] else 1) * g * E,
+             _wlen(c, weight_buffer))             # the zero initialiser, while allocating
     return b
+
+
+def requirements(source, weight_buffer=4096):
+    """(bytes of buffers, bytes of JSON metadata) of a model file, from its header and
+    configuration only (no checks, little memory); None if it cannot be told."""
+    try:
+        import json
+        import struct
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(36)
+                mo, ms = struct.unpack_from("<II", head, 28)
+                f.seek(mo)
+                meta = json.loads(f.read(ms))
+        else:
+            mo, ms = struct.unpack_from("<II", source, 28)
+            meta = json.loads(bytes(source[mo:mo + ms]))
+        c = dict(meta["config"])
+        meta = None
+        c["grid"] = c["image_size"] // c["patch_size"]
+        c["tokens"] = c["grid"] * c["grid"]
+        c["patch_dim"] = c["in_channels"] * c["patch_size"] * c["patch_size"]
+        return ram_needed(c, weight_buffer), ms
+    except Exception:
+        return None
+
+
+def _wlen(c, weight_buffer):
+    """Bytes of the one weight buffer: int8 matrices and trit streams read from a file.
+    At most weight_buffer, at least one row of any matrix; no more than the largest need
+    (the int8 matrices, or w_in and w_out together so that both stay for a whole layer)."""
+    d, f = c["dim"], c["ffn_dim"]
+    most = max(3 * d * d, c["num_experts"] * d, d * c["patch_dim"], c["num_classes"] * d,
+               2 * ((f * d + 4) // 5))
+    return max(min(weight_buffer, most), d, c["patch_dim"], (max(d, f) + 13) // 5)
 
 
 class Classifier:
@@ -67,10 +102,10 @@ class Classifier:
     argument at a few points of every forward (classify.py measures the heap there)."""
 
     def __init__(self, source, backend="auto", weight_buffer=4096, verify=True, probe=None):
-        gc.collect()                            # what stays (the kernels) goes low in the heap
-        self.k = ops.load(backend)
+        global F, N
         self.probe = probe
         self._file = self._mem = None
+        gc.collect()
         from . import loader
         try:
             r = loader.load(source, verify)
@@ -110,6 +145,15 @@ class Classifier:
             raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB were free "
                               "(fragmented heap)" % ((self.ram + 1023) // 1024, free // 1024))
         gc.collect()
+        from . import frames, nn, ops
+        F, N = frames, nn
+        self.k = ops.load(backend)
+        C = self.cfg["in_channels"]
+        A, B, sh = array("i", bytes(4 * C)), array("i", bytes(4 * C)), array("i", bytes(4 * C))
+        self._read(INA, 0, A, 4 * C)
+        self._read(INB, 0, B, 4 * C)
+        self._read(INS, 0, sh, 4 * C)
+        self._in = F.input_tables(A, B, sh)     # spec §14.4
 
     # ------------------------------------------------------------------ buffers
 
@@ -120,13 +164,11 @@ class Classifier:
         dp, fp = _pad(d), _pad(f)
         rows = max(3 * d, f, E, c["num_classes"])
         ring = (3 if c["smooth_routing"] else 1) * g * E
-        wmax = max(3 * d * d, E * d, d * pd, c["num_classes"] * d)
-        wlen = max(min(weight_buffer, wmax), d, pd)             # at least one row
+        wlen = _wlen(c, weight_buffer)
         tin = (f * d + 4) // 5
-        tlen = max(min(weight_buffer, 2 * tin), (max(d, f) + 13) // 5)
         # One zero initialiser for every array (array(tc, bytes(n)) would make a temporary
         # as large as each buffer); the largest buffers first, while the heap is in one piece.
-        zero = memoryview(bytes(max(2 * n * d + d, n * d, ring, wlen, tlen)))
+        zero = memoryview(bytes(max(2 * n * d + d, n * d, ring, wlen)))
 
         def a(tc, count):
             return array(tc, zero[0:count])
@@ -134,9 +176,7 @@ class Classifier:
         self._kv = a("b", 2 * n * d + d)        # keys and values of every token, one query
         self._x = a("h", n * d)                 # residual stream, int16
         self._ring = a("i", ring)               # router logits of up to 3 grid rows
-        if self._mem is None:
-            self._t = bytearray(tlen)           # trits read from the file
-        self._w = a("b", wlen)                  # int8 weights read from the file
+        self._w = a("b", wlen)                  # weights read from a file (int8; trits as bytes)
         self._a = a("b", n * d)                 # LayerNorm output, then attention output
         self._tok = a("b", n * pd)
         self._pix = bytearray(C * S * S)
@@ -154,26 +194,18 @@ class Classifier:
         self._sel = a("i", k)
         self._M2, self._S2, self._B2 = a("h", d), a("b", d), a("i", d)
         self._G, self._Bn = a("h", d), a("i", d)
-        A, B, sh = a("i", C), a("i", C), a("i", C)
         zero = None
-        self._wkey = -1
+        self._keys = [-1, -1]                   # what the weight buffer holds (two halves)
         self._tboth = False
-        self._tkeys = [-1, -1]
         self._phi = self._theta = None
         if self._mem is None:
-            if tlen == 2 * tin:                 # w_in and w_out stay for a whole layer
+            if wlen >= 2 * tin:                 # w_in and w_out stay for a whole layer
                 self._tboth = True
-                self._tv_in = memoryview(self._t)[0:tin]
-                self._tv_out = memoryview(self._t)[tin:2 * tin]
+                self._tv_in = memoryview(self._w)[0:tin]
+                self._tv_out = memoryview(self._w)[tin:2 * tin]
             raw = bytearray(nl * max(dp, fp))   # one expert's phases
             self._phi = memoryview(raw)[0:nl * dp]
             self._theta = memoryview(raw)[0:nl * fp]
-        else:
-            self._t = None
-        self._read(INA, 0, A, 4 * C)
-        self._read(INB, 0, B, 4 * C)
-        self._read(INS, 0, sh, 4 * C)
-        self._in = F.input_tables(A, B, sh)     # spec §14.4
 
     def close(self):
         if self._file is not None:
@@ -216,12 +248,13 @@ class Classifier:
         """Rows r0.. (up to `end`, default all) of an int8 (rows x n) matrix in the weight
         buffer: (buffer, row count). As many rows as fit are read, and stay until another
         block is needed: a matrix that fits is read once per layer."""
-        if self._wkey != slot * 65536 + r0:
-            self._wkey = -1
+        keys = self._keys
+        if keys[0] != slot * 65536 + r0:
+            keys[0] = keys[1] = -1
             per = len(self._w) // n
             nr = rows - r0 if rows - r0 < per else per
             self._read(slot, r0 * n, _head(self._w, nr * n), nr * n)
-            self._wkey = slot * 65536 + r0
+            keys[0] = slot * 65536 + r0
             self._wn = nr
         nr = self._wn
         if end and end - r0 < nr:
@@ -237,23 +270,27 @@ class Classifier:
         if self._mem is not None:
             off = self._off[slot] + b0
             return self._mem[off:off + (T + (rows - r0) * n + 4) // 5 - b0], T - 5 * b0, rows - r0
+        keys = self._keys
         if self._tboth:
-            view = self._tv_out if second else self._tv_in
-            if self._tkeys[second] != slot:
-                self._tkeys[second] = -1
+            key = -2 - slot                     # (never an int8 block's key)
+            if keys[second] != key:
+                if keys[1 - second] >= 0:       # an int8 block over both halves
+                    keys[1 - second] = -1
+                keys[second] = -1
+                view = self._tv_out if second else self._tv_in
                 self._read(slot, 0, view, len(view))
-                self._tkeys[second] = slot
-            return view, 0, rows
-        t = self._t
-        per = (5 * len(t) - 8) // n
+                keys[second] = key
+            return (self._tv_out if second else self._tv_in), 0, rows
+        w = self._w
+        per = (5 * len(w) - 8) // n
         nr = rows - r0 if rows - r0 < per else per
-        key = slot * 65536 + r0
-        if self._tkeys[0] != key:
-            self._tkeys[0] = -1
+        key = -2 - (slot * 65536 + r0)
+        if keys[0] != key:
+            keys[0] = keys[1] = -1
             nb = (T + nr * n + 4) // 5 - b0
-            self._read(slot, b0, _head(t, nb), nb)
-            self._tkeys[0] = key
-        return t, T - 5 * b0, nr
+            self._read(slot, b0, _head(w, nb), nb)
+            keys[0] = key
+        return w, T - 5 * b0, nr
 
     def _phases(self, slot, e, count, view):
         """(bytes-like, byte offset) of expert e's `count` phases (uint16) of a phi/theta section."""
@@ -288,7 +325,7 @@ class Classifier:
             t = self._tok
             for i in range(len(t)):
                 t[i] = tokens[i]
-        self._tkeys[0] = self._tkeys[1] = self._wkey = -1
+        self._keys[0] = self._keys[1] = -1
         self._embed()
         for i in range(self.cfg["depth"]):
             self._attention(i)

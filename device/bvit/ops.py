@@ -2,70 +2,46 @@
 #
 #     from bvit import ops
 #     k = ops.load()            # "auto": native if importable, else viper, else python
-#     k = ops.load("python")    # force one (tests, benchmarks); ValueError if unavailable
-#     k.name, k.matvec8(...), k.ternary_matvec(...), k.butterfly(...), ...
+#     k = ops.load("python")    # one by name (tests, benchmarks); ValueError if unavailable
+#     k.NAME, k.matvec8(...), k.ternary_stream(...), k.butterfly_ph(...), k.attn_scores(...)
 #
-# Every backend gives the integers of bvit.kernels (the pure-MicroPython reference on the
-# board, itself equal to host/butterflyvit/intops.py); tests/test_device_kernels.py checks
-# it op by op. Nothing here needs viper: on CircuitPython or the WebAssembly port the
-# viper module fails to import and the pure kernels are used.
+# A backend is a module with NAME and the functions in NAMES, with the signatures and
+# results of bvit.kernels (the pure-MicroPython reference on the board, equal to
+# host/butterflyvit/intops.py); tests/test_device_kernels.py checks every backend op by op.
+# Nothing here needs viper: on CircuitPython or the WebAssembly port bvit.kviper does not
+# compile and the pure kernels are used.
 
-# The hot loops a backend provides (signatures and buffer types: bvit.kernels, bvit.kviper).
-NAMES = ("matvec8", "ternary_stream", "ternary_matvec", "butterfly", "butterfly_ph", "sincos_raw",
-         "attn_scores", "attn_pv")
+NAMES = ("matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv")
 ORDER = ("native", "viper", "python")
 
 
-class Backend:
-    def __init__(self, name, mod):
-        self.name = name
-        for n in NAMES:
-            setattr(self, n, getattr(mod, n))
-
-
-def _native():
-    import bvitnative  # noqa: F401  (the C module, docs/native.md)
-    from . import knative
-    return knative
-
-
-def _viper():
-    from . import kviper
-    return kviper
-
-
-_cache = {}
+def _import(which):
+    if which == "python":
+        from . import kernels as m
+    elif which == "viper":
+        from . import kviper as m
+    elif which == "native":
+        from . import knative as m
+    else:
+        raise ValueError("unknown kernel backend %r (choose auto, native, viper or python)" % (which,))
+    return m
 
 
 def load(which="auto"):
-    """A Backend: "auto" (first that imports of native, viper, python) or one by name."""
-    if which in _cache:
-        return _cache[which]
+    """The backend module: "auto" (the first of native, viper, python that loads) or one by name."""
     if which == "auto":
         for name in ORDER:
             try:
-                b = load(name)
-            except (ImportError, SyntaxError, ValueError, AttributeError):
-                continue
-            _cache["auto"] = b
-            return b
-    if which == "python":
-        from . import kernels
-        b = Backend("python", kernels)
-    elif which == "viper":
-        try:
-            b = Backend("viper", _viper())
-        except (ImportError, SyntaxError, AttributeError) as e:
-            raise ValueError("viper kernels unavailable on this port (%s)" % e)
-    elif which == "native":
-        try:
-            b = Backend("native", _native())
-        except (ImportError, SyntaxError, AttributeError) as e:
-            raise ValueError("native module bvitnative unavailable (%s)" % e)
-    else:
-        raise ValueError("unknown kernel backend %r (choose auto, native, viper or python)" % (which,))
-    _cache[which] = b
-    return b
+                return load(name)
+            except ValueError:
+                pass
+    try:
+        m = _import(which)
+        for n in NAMES:
+            getattr(m, n)
+    except (ImportError, SyntaxError, AttributeError) as e:
+        raise ValueError("%s kernels unavailable on this port (%s)" % (which, e))
+    return m
 
 
 def available():

@@ -24,14 +24,18 @@ except ImportError:  # CircuitPython: supervisor.ticks_ms, or time.monotonic_ns
 
 
 class HeapProbe:
-    """Highest gc.mem_alloc() seen at the probes (garbage not yet collected included: an
-    upper bound of the live heap at those points), and the heap's total size."""
+    """The highest heap use seen at the probes, and the heap's size. collect=True: after a
+    collection (the live heap at that point: code, model buffers, objects in use);
+    collect=False: as it stands (garbage included, an upper bound; no time spent)."""
 
-    def __init__(self):
+    def __init__(self, collect=True):
+        self.collect = collect
         self.peak = 0
         self.total = gc.mem_alloc() + gc.mem_free()
 
     def __call__(self):
+        if self.collect:
+            gc.collect()
         a = gc.mem_alloc()
         if a > self.peak:
             self.peak = a
