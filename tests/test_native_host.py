@@ -427,6 +427,21 @@ def test_relu_residual_pool_topk(nat, rng):
         assert nat.topk(L, k, np.zeros(k, np.uint16)).tolist() == I.topk(L, k).tolist()
 
 
+def test_mix(nat, rng):
+    for k, f in ((1, 5), (2, 256), (8, 17)):
+        g = I.softmax(rng.integers(-500, 500, k).astype(np.int32), *I.softmax_multiplier(0.01))
+        h = rng.integers(-32768, 32768, (k, f)).astype(np.int16)
+        h[:, 0] = 32767
+        h[:, 1] = -32768
+        ref = I.saturate(I.rshift_round((g.astype(np.int64)[:, None] * h).sum(0), 15), 16)
+        out = np.zeros(f, np.int16)
+        assert (nat.mix(h, g, out) == ref).all()
+    with pytest.raises(ValueError, match="sum"):
+        nat.mix(np.zeros(4, np.int16), np.array([32768, 100], np.uint16), np.zeros(2, np.int16))
+    with pytest.raises(ValueError):
+        nat.mix(np.zeros(5, np.int16), np.array([16384, 16384], np.uint16), np.zeros(2, np.int16))
+
+
 # ---------------------------------------------------------------- wrong calls
 
 def test_wrong_calls_are_refused_with_clear_errors(nat, rng):

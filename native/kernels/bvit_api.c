@@ -749,3 +749,30 @@ const char *bvit_api_topk(const bvit_buf_t *L, long k, const bvit_buf_t *out)
     bvit_topk((const int32_t *)L->buf, n, (size_t)k, (uint16_t *)out->buf);
     return NULL;
 }
+
+const char *bvit_api_mix(const bvit_buf_t *h, const bvit_buf_t *gates, const bvit_buf_t *out)
+{
+    size_t k, f, j;
+    unsigned long gsum = 0;
+    const uint16_t *g;
+    TRY(check_buf(h, "h", "Th must be an array('h')"));
+    TRY(check_buf(gates, "H", "Tgates must be an array('H')"));
+    TRY(check_buf(out, "h", "Tout must be an array('h')"));
+    k = count(gates);
+    f = count(out);
+    if (k < 1 || k > 64 || f < 1) {
+        return "Vgates must have 1..64 elements and out at least one";
+    }
+    if ((unsigned long long)count(h) != (unsigned long long)k * f) {
+        return "Vh must have len(gates) * len(out) elements";
+    }
+    g = (const uint16_t *)gates->buf;
+    for (j = 0; j < k; j++) {
+        gsum += g[j];
+    }
+    if (gsum > 32768u + k) {
+        return "Vgates must sum to at most 32768 + len(gates) (Q15 softmax outputs)";
+    }
+    bvit_mix((const int16_t *)h->buf, k, f, g, (int16_t *)out->buf);
+    return NULL;
+}

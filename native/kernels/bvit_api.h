@@ -89,6 +89,7 @@ const char *bvit_api_residual_add(const bvit_buf_t *a, const bvit_buf_t *b, long
                                   long shift, const bvit_buf_t *out);
 const char *bvit_api_mean_pool(const bvit_buf_t *x, long n_tokens, long M, long shift,
                                const bvit_buf_t *out);
+const char *bvit_api_mix(const bvit_buf_t *h, const bvit_buf_t *gates, const bvit_buf_t *out);
 const char *bvit_api_topk(const bvit_buf_t *L, long k, const bvit_buf_t *out);
 
 #ifdef __cplusplus

@@ -230,6 +230,10 @@ void bvit_attention(const int8_t *qkv, size_t N, size_t dim, size_t heads, const
 void bvit_mean_pool(const void *x, int x_bits, size_t N, size_t d, int32_t M, int32_t shift,
                     void *y, int out_bits);
 
+/* out_i = sat16(rshift_round(sum_j g_j h[j * f + i], 15)), j < k (spec §15 step 4);
+ * sum_j g_j <= 32768 + k. */
+void bvit_mix(const int16_t *h, size_t k, size_t f, const uint16_t *g, int16_t *out);
+
 /* ---------------------------------------------------------------- §15 expert */
 
 /* Rotation tables: rot[2i] = cos, rot[2i + 1] = sin (Q14, int32) of phase[i]. */

@@ -1,6 +1,6 @@
 /*
- * elementwise.c - ReLU, residual add with rescale (spec §10), top-k (§11.1) and
- * mean pooling (§13).
+ * elementwise.c - ReLU, residual add with rescale (spec §10), top-k (§11.1), mean
+ * pooling (§13) and the expert mixture (§15 step 4).
  */
 #include "bvit_kernels.h"
 
@@ -103,5 +103,23 @@ void bvit_mean_pool(const void *x, int x_bits, size_t N, size_t d, int32_t M, in
         } else {
             ((int16_t *)y)[i] = (int16_t)s;
         }
+    }
+}
+
+/*
+ * out_i = sat16(rshift_round(sum_j g_j h_ji, 15)) over k experts (spec §15 step 4);
+ * h: k rows of f int16, g: k Q15 gates.  With sum_j g_j <= 32768 + k (what a softmax
+ * gives; the checked layer enforces it) |sum| <= (32768 + k) 32768 < 2^31: int32.
+ */
+void bvit_mix(const int16_t *h, size_t k, size_t f, const uint16_t *g, int16_t *out)
+{
+    size_t i, j;
+    for (i = 0; i < f; i++) {
+        int32_t s = 0;
+        for (j = 0; j < k; j++) {
+            s += (int32_t)g[j] * h[j * f + i];
+        }
+        s = bvit_rshift_round(s, 15);
+        out[i] = (int16_t)(s < -32768 ? -32768 : (s > 32767 ? 32767 : s));
     }
 }

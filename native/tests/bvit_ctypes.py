@@ -295,3 +295,8 @@ class Native:
         lb, o = self._buf(L), self._out(out)
         self._call("topk", self._p(lb), ctypes.c_long(k), self._p(o), outs=[o])
         return out
+
+    def mix(self, h, gates, out):
+        hb, g, o = self._buf(h), self._buf(gates), self._out(out)
+        self._call("mix", self._p(hb), self._p(g), self._p(o), outs=[o])
+        return out
