@@ -135,7 +135,7 @@ class RawRepl:
 
     PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 
-    def __init__(self, transport: SerialTransport, *, chunk: int = 256, chunk_delay: float = 0.01,
+    def __init__(self, transport: SerialTransport, *, chunk: int = 64, chunk_delay: float = 0.01,
                  use_raw_paste: bool = True):
         self.t = transport
         self.chunk = chunk
@@ -245,6 +245,18 @@ class RawRepl:
         t.read_until(b"\x04", timeout, "finishing raw-paste mode")
         return True
 
+    DAMAGED = "bvit: code damaged in transit"
+
+    @classmethod
+    def _checked(cls, data: bytes) -> bytes:
+        """Code wrapped so that the board checks it arrived whole (length and sum of its
+        characters) before running it: without raw-paste mode a busy board may drop bytes."""
+        text = data.decode()
+        total = sum(ord(c) for c in text) & 0xFFFF
+        return (f"_c={text!r}\n_s=0\nfor _x in _c:\n _s+=ord(_x)\n"
+                f"if len(_c)!={len(text)} or _s&65535!={total}:\n raise OSError({cls.DAMAGED!r})\n"
+                "del _s,_x\nexec(_c)\n").encode()
+
     def send(self, code: str | bytes, timeout: float = 10):
         """Send code and start it; its output is read by follow()."""
         if not self.in_raw:
@@ -253,6 +265,7 @@ class RawRepl:
         if self.use_raw_paste and self._send_raw_paste(data, timeout):
             return
         t = self.t
+        data = self._checked(data)
         for i in range(0, len(data), self.chunk):
             t.write(data[i:i + self.chunk], "sending code")
             if self.chunk_delay:
@@ -302,8 +315,20 @@ class RawRepl:
             raise
 
     def exec(self, code, timeout: float = 10, on_output=None, doing: str = "running code") -> str:
-        """Run code; its stdout as text. BoardException with the traceback if it raised."""
-        out, err = self.exec_raw(code, timeout, on_output, doing)
+        """Run code; its stdout as text. BoardException with the traceback if it raised.
+
+        Without raw-paste mode nothing paces the host: a busy board can drop bytes from its
+        UART buffer. The code then goes inside a check (_checked): damaged code does not
+        run, and is sent again in smaller chunks (twice at most)."""
+        for attempt in range(3):
+            out, err = self.exec_raw(code, timeout, on_output, doing)
+            if err and not self.use_raw_paste and attempt < 2 and self.chunk > 8 \
+                    and (self.DAMAGED.encode() in err or b"SyntaxError" in err.splitlines()[-1:][0]
+                         and b'"<stdin>"' in err):
+                self.chunk //= 2
+                self.chunk_delay *= 2
+                continue
+            break
         if err:
             text = err.decode(errors="replace").replace("\r\n", "\n").strip()
             last = text.splitlines()[-1] if text else "an exception"
