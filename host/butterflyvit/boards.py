@@ -178,21 +178,24 @@ DEVICE_MODEL = REPO / "device" / "bvit" / "model.py"
 
 def _device_ram_needed():
     """The board's own ram_needed (device/bvit/model.py), compiled on the host: the same
-    arithmetic, so the table cannot drift from what the board allocates. Only the pure
-    functions `_pad` and `ram_needed` are taken from the file (by the ast); None when the
-    device code is not there (an installed package without the repository)."""
+    arithmetic, so the table cannot drift from what the board allocates. The file's
+    top-level functions and assignments are taken (by the ast; statements that need the
+    board's modules are skipped); None when the device code is not there (an installed
+    package without the repository)."""
     import ast
 
     try:
         tree = ast.parse(DEVICE_MODEL.read_text())
     except (OSError, SyntaxError):
         return None
-    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("_pad", "ram_needed")]
-    if not any(f.name == "ram_needed" for f in funcs):
-        return None
     ns = {}
-    exec(compile(ast.Module(body=funcs, type_ignores=[]), str(DEVICE_MODEL), "exec"), ns)
-    return ns["ram_needed"]
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.Assign)):
+            try:
+                exec(compile(ast.Module(body=[node], type_ignores=[]), str(DEVICE_MODEL), "exec"), ns)
+            except Exception:  # noqa: BLE001 - a statement that needs the board's modules
+                pass
+    return ns.get("ram_needed")
 
 
 def device_config(cfg) -> dict:

@@ -122,8 +122,10 @@ if _src.startswith('module:'):          # a model frozen into the firmware (byte
 _bvnet = Classifier(_src, backend={backend!r}, weight_buffer={weight_buffer!r}, probe=_hp)
 _src = None
 gc.collect()
+import time as _t
 print('BVIT-READY', repr((_bvnet.ram, _hp.total, gc.mem_alloc(), gc.mem_free(),
-      getattr(_bvnet.k, '__name__', str(_bvnet.k)))))
+      getattr(_bvnet.k, '__name__', str(_bvnet.k)), 'us' if hasattr(_t, 'ticks_us') else 'ms')))
+_t = None
 def _bv(i, b, w, h, f):
     fr = Frame(_a2b(b), w, h, f)
     b = None
@@ -450,9 +452,12 @@ def run_harness(o: HarnessOptions) -> dict:
             raise HarnessError(f"the board did not report the model loaded: {out[-300:]!r}")
         import ast
 
-        ram, heap_total, alloc, free, backend = ast.literal_eval(ready[-1][len("BVIT-READY"):].strip())
+        ram, heap_total, alloc, free, backend, timer = ast.literal_eval(
+            ready[-1][len("BVIT-READY"):].strip())
         report["setup"] = {"ram_buffers": ram, "heap_total": heap_total, "heap_after_load": alloc,
-                           "heap_free_after_load": free, "backend": backend}
+                           "heap_free_after_load": free, "backend": backend,
+                           "timer": "time.ticks_us" if timer == "us" else
+                           "millisecond ticks (no time.ticks_us on this port)"}
         log(f"model loaded on the board: buffers {ram / 1024:.1f} KB, heap in use {alloc / 1024:.1f} KB "
             f"of {heap_total / 1024:.0f} KB, backend {backend}")
         save()
