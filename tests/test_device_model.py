@@ -355,3 +355,30 @@ def test_mpremote_run_classify_over_a_pty(micropython_pty, board_dir, pico_model
     assert rep["logits"] == [int(v) for v in ref.logits]
     assert rep["kernels"] == "viper" and rep["heap_kb"] < 96
     assert board.alive
+
+
+def test_mip_install_then_classify(tmp_path, fmnist):
+    """`mpremote mip install` of device/package.json onto a board (the unix MicroPython
+    behind a pty, with a heap large enough to compile the sources), then classify.py."""
+    from beds.micropython import MicroPythonPty
+
+    images, _ = fmnist
+    board = MicroPythonPty(tmp_path, heapsize="1m", path=())
+    try:
+        r = board.mpremote("mip", "install", "--target", ".", str(REPO / "device" / "package.json"),
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        installed = sorted(p.name for p in (tmp_path / "bvit").iterdir())
+        assert installed == sorted(p.name for p in (REPO / "device" / "bvit").glob("*.py"))
+        (tmp_path / "model.bvit").write_bytes(tiny_bytes("smooth"))
+        img = np.zeros((8, 8), np.uint8)
+        img[:7, :7] = images[3][::4, ::4]                       # every 4th pixel, 8x8
+        (tmp_path / "image_8x8.gray").write_bytes(img.tobytes())
+        (tmp_path / "classify.json").write_text(json.dumps({"input": "image_8x8.gray",
+                                                            "logits": True}))
+        res = board.mpremote("run", str(CLASSIFY), timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        ref = tiny_model("smooth").forward_frame(img.tobytes(), 8, 8, "GRAYSCALE")
+        assert parse_report(res.stdout)["logits"] == [int(v) for v in ref.logits]
+    finally:
+        board.close()

@@ -7,10 +7,12 @@ The `wasm_micropython` fixture runs a script there with device/ on sys.path (fil
 copied into the port's in-memory file system by tests/wasm_micropython.mjs).
 """
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +61,82 @@ def test_it_is_the_webassembly_port_without_viper(wasm_micropython, tmp_path):
     out = wasm_micropython(script).stdout.splitlines()
     assert "Emscripten" in out[0] and "(1, 27)" in out[0]
     assert out[1] == "['python'] python"
+
+
+MODEL_RUNNER = r"""
+import sys, json
+from bvit.model import Classifier
+from bvit.frames import frame_file
+jobs = json.load(open(sys.argv[1]))
+for job in jobs:
+    src = job["model"]
+    if job["source"] == "bytes":
+        with open(src, "rb") as f:
+            src = f.read()
+    net = Classifier(src, weight_buffer=job["wb"])
+    out = [list(net.classify_frame(frame_file(p))) for p in job["frames"]]
+    print(json.dumps({"backend": net.k.NAME, "logits": out}))
+"""
+
+
+def test_models_bit_exact_on_wasm(wasm_micropython, tmp_path):
+    """Tiny models (plain, smoothed, RGB) and one Fashion-MNIST image through the
+    Fashion-MNIST-size model on the WebAssembly MicroPython: the pure kernels, the host's
+    logits."""
+    from test_device_model import FMNIST, pico_random_model
+    from test_intmodel import tiny_bytes, tiny_frames, tiny_model
+    from butterflyvit.data import read_idx
+    from butterflyvit.intmodel import IntModel
+    from butterflyvit.modelfile import encode_model
+
+    jobs, want, copies = [], [], {}
+    frames = []
+    for i, (fmt, w, h, buf) in enumerate(tiny_frames()):
+        name = f"/f/t{i}_{w}x{h}" + (".gray" if fmt == "GRAYSCALE" else ".rgb565")
+        (tmp_path / name.split("/")[-1]).write_bytes(buf)
+        copies[tmp_path / name.split("/")[-1]] = name
+        frames.append(name)
+    for variant in ("plain", "smooth", "rgb"):
+        (tmp_path / f"{variant}.bvit").write_bytes(tiny_bytes(variant))
+        copies[tmp_path / f"{variant}.bvit"] = f"/m/{variant}.bvit"
+        m = tiny_model(variant)
+        ref = [[int(v) for v in m.forward_frame(buf, w, h, fmt).logits] for fmt, w, h, buf in tiny_frames()]
+        for source, wb in (("file", 4096), ("file", 30), ("bytes", 4096)) if variant == "smooth" \
+                else (("file", 4096),):
+            jobs.append({"model": f"/m/{variant}.bvit", "source": source, "wb": wb, "frames": frames})
+            want.append(ref)
+    arrays, meta = pico_random_model()
+    (tmp_path / "pico.bvit").write_bytes(encode_model(arrays, meta))
+    copies[tmp_path / "pico.bvit"] = "/m/pico.bvit"
+    img = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")[7]
+    (tmp_path / "fm7_28x28.gray").write_bytes(img.tobytes())
+    copies[tmp_path / "fm7_28x28.gray"] = "/f/fm7_28x28.gray"
+    jobs.append({"model": "/m/pico.bvit", "source": "file", "wb": 4096, "frames": ["/f/fm7_28x28.gray"]})
+    want.append([[int(v) for v in IntModel.from_arrays(arrays, meta).forward_pixels(img[None]).logits]])
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    copies[tmp_path / "jobs.json"] = "/jobs.json"
+    script = tmp_path / "runner.py"
+    script.write_text(MODEL_RUNNER)
+    res = wasm_micropython(script, args=["/jobs.json"], copies=copies, heapsize="2m")
+    got = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [g["backend"] for g in got] == ["python"] * len(jobs)
+    assert [g["logits"] for g in got] == want
+
+
+def test_classify_script_on_wasm(wasm_micropython, tmp_path):
+    from test_intmodel import tiny_bytes, tiny_model
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (10, 13), dtype=np.uint8)
+    (tmp_path / "model.bvit").write_bytes(tiny_bytes("smooth"))
+    (tmp_path / "cam_13x10.gray").write_bytes(img.tobytes())
+    res = wasm_micropython(REPO / "device" / "classify.py",
+                           args=["--model", "/b/model.bvit", "--input", "/b/cam_13x10.gray", "--logits"],
+                           copies={tmp_path / "model.bvit": "/b/model.bvit",
+                                   tmp_path / "cam_13x10.gray": "/b/cam_13x10.gray"})
+    ref = tiny_model("smooth").forward_frame(img.tobytes(), 13, 10, "GRAYSCALE")
+    assert f"logits: {' '.join(str(int(v)) for v in ref.logits)}" in res.stdout
+    assert "kernels: python" in res.stdout and "/b/cam_13x10.gray: 13x10 GRAYSCALE" in res.stdout
+    bad = wasm_micropython(REPO / "device" / "classify.py", args=["--model", "/nothere.bvit"],
+                           check=False)
+    assert bad.returncode == 1 and "no model file '/nothere.bvit' on the board" in bad.stdout

@@ -46,17 +46,12 @@ def _kb(n):
 
 
 def _frame(cfg, net):
-    from .frames import frame_file
+    from .frames import frame_file, size_from_name
     path = cfg["input"]
-    size = cfg["size"]
-    if not size:
-        name = path.split("/")[-1].rsplit(".", 1)[0]
-        part = name.split("_")[-1]
-        if "x" in part and part.replace("x", "").isdigit():
-            size = part
-        else:
-            s = net.cfg["image_size"]
-            size = "%dx%d" % (s, s)
+    size = cfg["size"] or size_from_name(path)
+    if not size:                            # a frame at the model's size
+        s = net.cfg["image_size"]
+        size = "%dx%d" % (s, s)
     return frame_file(path, size)
 
 
@@ -141,7 +136,12 @@ def main(defaults):
 
 
 def _oserror(e, cfg, stage):
-    if e.args and e.args[0] == 2:           # ENOENT
+    try:
+        from errno import ENOENT
+    except ImportError:
+        ENOENT = 2
+    # the WebAssembly port reports Emscripten's ENOENT (44) while its errno module says 2
+    if e.args and (e.args[0] == ENOENT or (e.args[0] == 44 and sys.platform == "webassembly")):
         if stage == "loading the model":
             return ("no model file %r on the board (copy one: mpremote cp pico-fmnist.bvit :%s)"
                     % (cfg["model"], cfg["model"]))

@@ -222,6 +222,20 @@ def frame_format(path):
     return fmt
 
 
-def frame_file(path, size):
+def size_from_name(path):
+    """'WxH' from a file name like cam_160x120.rgb565, or None."""
+    name = path.split("/")[-1].rsplit(".", 1)[0]
+    part = name.split("_")[-1]
+    w, _, h = part.partition("x")
+    return part if w.isdigit() and h.isdigit() else None
+
+
+def frame_file(path, size=None):
+    """A FrameFile; size 'WxH' (or (w, h)), or None to take it from the file name."""
+    if size is None:
+        size = size_from_name(path)
+        if size is None:
+            raise ValueError("%s: give the frame size, or name the file NAME_WxH%s"
+                             % (path, path[path.rfind("."):] if "." in path else ".gray"))
     w, h = parse_size(size)
     return FrameFile(path, w, h, frame_format(path))
