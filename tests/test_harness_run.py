@@ -149,3 +149,25 @@ def test_command_errors(model, tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps({"model": {"sha256": "0" * 64}, "results": []}))
     assert main(harness_args("/dev/null", other, tmp_path / "r.json", 1, "--resume")) == 1
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_mpy_precompiled_package_on_a_96k_board(model, tmp_path, capsys):
+    """--mpy: the package precompiled for the board's mpy version and architecture (from
+    sys.implementation._mpy) leaves room for the model on a 96 KB heap, where compiling the
+    .py files on the board does not; stale .py copies are removed so the .mpy are imported."""
+    d = tmp_path / "small"
+    d.mkdir()
+    b = MicroPythonPty(d, heapsize="96k", path=())
+    report = tmp_path / "small.json"
+    try:
+        rc = main(harness_args(b.path, model, report, 3, "--mpy"))
+        first = capsys.readouterr()
+        assert rc == 0, first.err
+        assert "bit-exact: 3/3" in first.out
+        assert (d / "bvit" / "model.mpy").is_file() and not (d / "bvit" / "model.py").exists()
+        rc = main(harness_args(b.path, model, tmp_path / "py.json", 1))
+        err = capsys.readouterr().err
+        assert rc == 1 and "MemoryError" in err and "try --mpy" in err
+        assert "removed stale copies on the board: bvit/__init__.mpy" in err
+    finally:
+        b.close()

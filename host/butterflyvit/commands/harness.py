@@ -34,6 +34,9 @@ def add_arguments(p):
     p.add_argument("--remote-model", metavar="NAME",
                    help="the model's name on the board (default: the file's name); module:NAME for a "
                         "model frozen into the firmware (butterflyvit boards --freeze), not copied")
+    p.add_argument("--mpy", action="store_true",
+                   help="copy the package precompiled with mpy-cross for the board's architecture "
+                        "(no compiling on the board: more heap for the model)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -53,7 +56,7 @@ def run(args) -> int:
                        data=args.data, baud=args.baud, timeout=args.timeout, remote_dir=args.remote_dir,
                        transfer="drive" if args.drive else args.transfer, drive=args.drive,
                        power_w=args.power_w, backend=args.backend, weight_buffer=args.weight_buffer,
-                       remote_model=args.remote_model, progress=not args.no_progress)
+                       remote_model=args.remote_model, mpy=args.mpy, progress=not args.no_progress)
     try:
         report = run_harness(o)
     except BoardError as exc:

