@@ -66,6 +66,11 @@ def test_table_literals_match_their_formulas():
     sin = _c_array("bvit_sin_q14")
     assert sin == [math.floor(16384 * math.sin(i * math.pi / 512) + 0.5) for i in range(257)]
     assert sin == list(I.SIN_Q14)
+    text = (REPO / "native/kernels/bvit_tables.c").read_text()
+    body = re.search(r"bvit_sin_w\[257\]\s*=\s*\{(.*?)\};", text, re.S).group(1)
+    words = [int(v, 16) for v in re.findall(r"0x([0-9A-Fa-f]+)u", body)]
+    slope = [sin[i + 1] - sin[i] for i in range(256)] + [0]
+    assert words == [sin[i] | (slope[i] << 16) for i in range(257)]
     exp2 = _c_array("bvit_exp2_q14")
     assert exp2 == [math.floor(16384 * 2 ** (-f / 256) + 0.5) for f in range(256)]
     assert exp2 == list(I.EXP2_Q14)

@@ -9,43 +9,47 @@
  */
 #include "bvit_kernels.h"
 
-/* Qs(r) of spec §6.2, 0 <= r <= 16384 */
+/*
+ * Qs(r) of spec §6.2, 0 <= r <= 16384: SIN_Q14[r >> 6] + ((slope (r & 63) + 32) >> 6) with
+ * slope = SIN_Q14[(r >> 6) + 1] - SIN_Q14[r >> 6], both from one word of bvit_sin_w: the
+ * spec's interpolation written without its branch (a zero fraction adds 0).
+ */
 static int32_t quarter_sin(uint32_t r)
 {
-    uint32_t idx = r >> 6;
-    int32_t frac = (int32_t)(r & 63u);
-    int32_t lo = bvit_sin_q14[idx];
-    if (frac == 0) {
-        return lo;
+    uint32_t w = bvit_sin_w[r >> 6];
+    return (int32_t)(w & 0xFFFFu) + (int32_t)(((w >> 16) * (r & 63u) + 32u) >> 6);
+}
+
+/* (cos, sin) of a phase: the quadrant table of spec §6.2 */
+static void sincos32(uint32_t phase, int32_t *cos_out, int32_t *sin_out)
+{
+    uint32_t r = phase & 0x3FFFu;
+    int32_t a = quarter_sin(r);
+    int32_t b = quarter_sin(16384u - r);
+    switch (phase >> 14) {
+        case 0:
+            *cos_out = b;
+            *sin_out = a;
+            break;
+        case 1:
+            *cos_out = -a;
+            *sin_out = b;
+            break;
+        case 2:
+            *cos_out = -b;
+            *sin_out = -a;
+            break;
+        default:
+            *cos_out = a;
+            *sin_out = -b;
+            break;
     }
-    return lo + (((bvit_sin_q14[idx + 1u] - lo) * frac + 32) >> 6);
 }
 
 void bvit_sincos_q14(uint16_t phase, int16_t *cos_out, int16_t *sin_out)
 {
-    uint32_t q = (uint32_t)phase >> 14;
-    uint32_t r = (uint32_t)phase & 0x3FFFu;
-    int32_t a = quarter_sin(r);
-    int32_t b = quarter_sin(16384u - r);
     int32_t c, s;
-    switch (q) {
-        case 0:
-            c = b;
-            s = a;
-            break;
-        case 1:
-            c = -a;
-            s = b;
-            break;
-        case 2:
-            c = -b;
-            s = -a;
-            break;
-        default:
-            c = a;
-            s = -b;
-            break;
-    }
+    sincos32(phase, &c, &s);
     *cos_out = (int16_t)c;
     *sin_out = (int16_t)s;
 }
@@ -121,11 +125,8 @@ void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages, const uin
         for (blk = 0; blk < n_pad; blk += 2u * h) {
             int16_t *p1 = v + blk, *p2 = v + blk + h;
             for (j = 0; j < h; j++) {
-                int16_t cc, ss;
                 int32_t c, s, x1 = p1[j], x2 = p2[j], y1, y2;
-                bvit_sincos_q14(*phase++, &cc, &ss);
-                c = cc;
-                s = ss;
+                sincos32(*phase++, &c, &s);
                 ROTATE(c, s, x1, x2, y1, y2);
                 p1[j] = (int16_t)y1;
                 p2[j] = (int16_t)y2;
@@ -133,3 +134,165 @@ void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages, const uin
         }
     }
 }
+
+/* ---------------------------------------------------------------- int32 storage, rotation tables
+ *
+ * For the expert kernel (expert.c): working vectors are int32 holding int16 values
+ * (word loads and stores with constant offsets on Thumb-1), and the rotations come from "rotation tables": int32
+ * pairs (cos, sin) per angle, expanded once from the uint16 phases by
+ * bvit_rot_expand (per expert and image, not per token).
+ *
+ * Saturation (spec §6.3) is exact but mostly free: a rotation from bvit_rot_expand
+ * has |c| + |s| <= 23171 (checked for all 65536 phases by the tests), so a stage
+ * whose input satisfies max|v| <= b gives |c x1 - s x2| <= 23171 b and
+ * |y| <= (23171 b + 8192) / 16384.  With b <= 23169 no output can leave int16, and
+ * the stage runs without saturation checks; otherwise it checks every value.  The
+ * bound starts at 128 * 2^P for B(phi) and at a bound of max|h| gathered during the
+ * requantisation for B(theta).  The result is identical either way; the bound only
+ * chooses the faster loop.  (Rotation tables that did not come from bvit_rot_expand
+ * may break the bound: the result is then unspecified, never out of bounds.)
+ */
+
+void bvit_rot_expand(const uint16_t *phase, size_t count, int32_t *rot)
+{
+    const uint16_t *end = phase + count;
+    for (; phase != end; phase++, rot += 2) {
+        uint32_t p = *phase;
+        uint32_t r = p & 0x3FFFu;
+        int32_t a = quarter_sin(r), b = quarter_sin(16384u - r);
+        switch (p >> 14) {
+            case 0:
+                rot[0] = b;
+                rot[1] = a;
+                break;
+            case 1:
+                rot[0] = -a;
+                rot[1] = b;
+                break;
+            case 2:
+                rot[0] = -b;
+                rot[1] = -a;
+                break;
+            default:
+                rot[0] = a;
+                rot[1] = -b;
+                break;
+        }
+    }
+}
+
+/* bound of max|y| after a stage whose input has max|x| <= b (|c| + |s| <= 23171) */
+static int32_t next_bound(int32_t b)
+{
+    return ((b * 23171 + 8192) >> 14) + 1;
+}
+
+#define ROT_FAST(H)                                                                   \
+    do {                                                                              \
+        int32_t *p = v;                                                               \
+        const int32_t *re = rot + n_pad;                                              \
+        while (rot != re) {                                                           \
+            const int32_t *be = rot + 2 * (H);                                        \
+            do {                                                                      \
+                int32_t x1 = p[0], x2 = p[H];                                         \
+                int32_t c = rot[0], s = rot[1];                                       \
+                int32_t t = c * x1, u = s * x2;                                       \
+                rot += 2;                                                             \
+                t = t - u;                                                            \
+                x1 = x1 * s;                                                          \
+                x2 = x2 * c;                                                          \
+                x2 = x2 + x1;                                                         \
+                p[0] = (t + k) >> 14;                                                 \
+                p[H] = (x2 + k) >> 14;                                                \
+                p++;                                                                  \
+            } while (rot != be);                                                      \
+            p += (H);                                                                 \
+        }                                                                             \
+    } while (0)
+
+
+#define ROT_CHECKED(H)                                                                \
+    do {                                                                              \
+        int32_t *p = v;                                                               \
+        const int32_t *re = rot + n_pad;                                              \
+        while (rot != re) {                                                           \
+            const int32_t *be = rot + 2 * (H);                                        \
+            do {                                                                      \
+                int32_t x1 = p[0], x2 = p[H];                                         \
+                int32_t c = rot[0], s = rot[1];                                       \
+                int32_t y1 = (int32_t)((uint32_t)(c * x1) - (uint32_t)(s * x2) + (uint32_t)k) >> 14; \
+                int32_t y2 = (int32_t)((uint32_t)(s * x1) + (uint32_t)(c * x2) + (uint32_t)k) >> 14; \
+                rot += 2;                                                             \
+                if ((int16_t)y1 != y1) {                                              \
+                    y1 = sat16(y1);                                                   \
+                }                                                                     \
+                if ((int16_t)y2 != y2) {                                              \
+                    y2 = sat16(y2);                                                   \
+                }                                                                     \
+                p[0] = y1;                                                            \
+                p[H] = y2;                                                            \
+                p++;                                                                  \
+            } while (rot != be);                                                      \
+            p += (H);                                                                 \
+        }                                                                             \
+    } while (0)
+
+#define ROT_GENERIC(CHECK)                                                            \
+    do {                                                                              \
+        size_t blk, j;                                                                \
+        for (blk = 0; blk < n_pad; blk += 2u * h) {                                   \
+            int32_t *p1 = v + blk, *p2 = v + blk + h;                                 \
+            for (j = 0; j < h; j++) {                                                 \
+                int32_t x1 = p1[j], x2 = p2[j];                                       \
+                int32_t c = rot[0], s = rot[1];                                       \
+                int32_t y1 = (int32_t)((uint32_t)(c * x1) - (uint32_t)(s * x2) + (uint32_t)k) >> 14; \
+                int32_t y2 = (int32_t)((uint32_t)(s * x1) + (uint32_t)(c * x2) + (uint32_t)k) >> 14; \
+                rot += 2;                                                             \
+                if (CHECK) {                                                          \
+                    y1 = sat16(y1);                                                   \
+                    y2 = sat16(y2);                                                   \
+                }                                                                     \
+                p1[j] = y1;                                                           \
+                p2[j] = y2;                                                           \
+            }                                                                         \
+        }                                                                             \
+    } while (0)
+
+/* One stage on int32 storage; fast: no saturation checks (the caller's bound holds). */
+static void stage32(int32_t *v, size_t n_pad, unsigned l, const int32_t *rot, int fast)
+{
+    const int32_t k = bvit_q13_round;
+    size_t h = (size_t)1 << l;
+    if (fast) {
+        switch (l) {
+            case 0: ROT_FAST(1); break;
+            case 1: ROT_FAST(2); break;
+            case 2: ROT_FAST(4); break;
+            case 3: ROT_FAST(8); break;
+            case 4: ROT_FAST(16); break;
+            default: ROT_GENERIC(0); break;
+        }
+    } else {
+        switch (l) {
+            case 0: ROT_CHECKED(1); break;
+            case 1: ROT_CHECKED(2); break;
+            case 2: ROT_CHECKED(4); break;
+            case 3: ROT_CHECKED(8); break;
+            case 4: ROT_CHECKED(16); break;
+            default: ROT_GENERIC(1); break;
+        }
+    }
+}
+
+void bvit_butterfly32(int32_t *v, size_t n_pad, unsigned n_stages, const int32_t *rot,
+                      int32_t bound)
+{
+    unsigned l;
+    for (l = 0; l < n_stages; l++) {
+        int fast = bound <= 23169;
+        stage32(v, n_pad, l, rot, fast);
+        bound = fast ? next_bound(bound) : 32768;
+        rot += n_pad; /* n_pad / 2 pairs of int32 */
+    }
+}
+

@@ -40,6 +40,7 @@ typedef char bvit_assert_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 #define BVIT_SOFTMAX_T_MAX 3840 /* 15 * 256 (spec §9.2) */
 
 extern const int16_t bvit_sin_q14[257];   /* spec §0.2 */
+extern const uint32_t bvit_sin_w[257];    /* sin | (next sin - sin) << 16, see bvit_tables.c */
 extern const uint16_t bvit_exp2_q14[256]; /* spec §0.2 */
 /* bvit_trit5[b][k] = trit k of byte b (-1, 0, +1); bytes 243..255 decode as zeros */
 extern const int8_t bvit_trit5[256][5];
@@ -133,10 +134,10 @@ int32_t bvit_lut_group(int32_t *p, int32_t s0, int32_t x0, const int32_t *steps)
  * 1 <= count <= BVIT_LUT_GROUPS: "=" for the first chunk, "+=" with accumulate. */
 void bvit_lut_rows(const uint8_t *q, size_t stride, size_t count, size_t rows,
                    const int32_t *tables, int accumulate, int32_t *acc);
-/* h_r = requant16(acc_r, M_r, shift_r) in place (int16 values in int32); returns the
- * OR of (h ^ (h >> 31)), + 1 a bound of max|h|. */
-uint32_t bvit_requant_q16_inplace(int32_t *acc, size_t rows, const int16_t *M,
-                                  const uint8_t *shift, int per_row);
+/* h_r = requant16(acc_r, M_r, shift_r) in place (int16 values in int32); returns a
+ * bound of max|h| (at most max|h| + 1). */
+int32_t bvit_requant_q16_inplace(int32_t *acc, size_t rows, const int16_t *M,
+                                 const uint8_t *shift, int per_row);
 /* BVIT_LUT_GROUPS * 4 and 2^13, as variables (see ternary.c, expert.c) */
 extern const uint32_t bvit_lut_row_bytes;
 extern const int32_t bvit_q13_round;

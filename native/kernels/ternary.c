@@ -187,35 +187,48 @@ void bvit_ternary_matvec_lut_i16(const uint8_t *packed, size_t rows, size_t n,
 
 /*
  * Requantise int32 accumulators to int16 values kept in int32 (a butterfly expert's
- * h): h_r = requant16(acc_r, M_r, shift_r), in place.  Returns the OR of (h ^ (h >> 31))
- * (|h| or |h| - 1), whose value + 1 bounds max|h|.  requant.c's split, inline.
+ * h): h_r = requant16(acc_r, M_r, shift_r), in place.  Returns a bound B >= max|h_r|
+ * (the largest |h| or |h| - 1, plus 1), which lets the next butterfly skip saturation
+ * checks (butterfly.c).  requant.c's 32-bit split, inline; the per-row loop has
+ * constant pointer steps.
  */
-uint32_t bvit_requant_q16_inplace(int32_t *acc, size_t rows, const int16_t *M,
-                                  const uint8_t *shift, int per_row)
-{
-    uint32_t orbits = 0;
-    size_t step = per_row ? 1u : 0u;
-    int32_t *end = acc + rows;
-    for (; acc != end; acc++, M += step, shift += step) {
-        int32_t a = *acc, m = *M, k = *shift, h;
-        if (k >= 16) {
-            int32_t y = (a >> 15) * m + (int32_t)((((uint32_t)a & 0x7FFFu) * (uint32_t)m) >> 15);
-            k -= 16;
-            if (k > 31) {
-                k = 31;
-            }
-            h = ((y >> k) + 1) >> 1;
-            if ((int16_t)h != h) {
-                h = h < 0 ? -32768 : 32767;
-            }
-        } else {
-            h = bvit_mul_shift_sat(a, m, k, -32768, 32767);
-        }
-        *acc = h;
-        orbits |= (uint32_t)(h ^ (h >> 31));
+#define RQ16_BODY(MSTEP)                                                              \
+    for (; acc != end; acc++, M += (MSTEP), shift += (MSTEP)) {                       \
+        int32_t a = *acc, m = *M, k = *shift, h;                                      \
+        uint32_t u;                                                                   \
+        if (k >= 16) {                                                                \
+            int32_t y = (a >> 15) * m + (int32_t)((((uint32_t)a & 0x7FFFu) * (uint32_t)m) >> 15); \
+            k -= 16;                                                                  \
+            if (k > 31) {                                                             \
+                k = 31;                                                               \
+            }                                                                         \
+            h = ((y >> k) + 1) >> 1;                                                  \
+            if ((int16_t)h != h) {                                                    \
+                h = h < 0 ? -32768 : 32767;                                           \
+            }                                                                         \
+        } else {                                                                      \
+            h = bvit_mul_shift_sat(a, m, k, -32768, 32767);                           \
+        }                                                                             \
+        *acc = h;                                                                     \
+        u = (uint32_t)(h ^ (h >> 31));                                                \
+        if (u > mx) {                                                                 \
+            mx = u;                                                                   \
+        }                                                                             \
     }
-    return orbits;
+
+int32_t bvit_requant_q16_inplace(int32_t *acc, size_t rows, const int16_t *M,
+                                 const uint8_t *shift, int per_row)
+{
+    uint32_t mx = 0;
+    int32_t *end = acc + rows;
+    if (per_row) {
+        RQ16_BODY(1)
+    } else {
+        RQ16_BODY(0)
+    }
+    return (int32_t)mx + 1;
 }
+#undef RQ16_BODY
 
 /* ---------------------------------------------------------------- ternary linear */
 
