@@ -3,7 +3,6 @@ manifests, and the RAM formula against the board's own on a real MicroPython."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 

@@ -6,7 +6,6 @@ system) for that flavour's differences."""
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 

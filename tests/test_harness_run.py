@@ -4,7 +4,6 @@ board's integer logits must equal the host reference's bit for bit. A board kill
 leaves a clean error and a partial report, and --resume finishes the run."""
 
 import json
-import os
 import subprocess
 import sys
 import time

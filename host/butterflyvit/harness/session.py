@@ -24,8 +24,7 @@ import os
 import statistics
 import struct
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -609,4 +608,4 @@ def _bytes_bar(enabled):
 
 
 __all__ = ["HarnessOptions", "run_harness", "load_test_images", "frame_for", "summarise",
-           "plot_report", "format_summary", "energy_section", "AGENT", "asdict"]
+           "plot_report", "format_summary", "energy_section", "AGENT", "CLEANUP"]
