@@ -432,6 +432,90 @@ static mp_obj_t mod_mix(mp_obj_t h_in, mp_obj_t g_in, mp_obj_t out_in)
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(mix_obj, mod_mix);
 
+/* ---------------------------------------------------------------- the board backend
+ * (device/bvit/ops.py NAMES, with device/bvit/kernels.py's arguments and results) */
+
+// matvec8(x, x0, n, w, rows, out)
+static mp_obj_t mod_matvec8(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t x, w, out;
+    (void)n_args;
+    get_buf(args[0], &x, false);
+    get_buf(args[3], &w, false);
+    get_buf(args[5], &out, true);
+    check(bvit_api_matvec8(&x, get_long(args[1]), get_long(args[2]), &w, get_long(args[4]), &out));
+    return args[5];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(matvec8_obj, 6, 6, mod_matvec8);
+
+// ternary_stream(packed, t0, rows, n, x, out)
+static mp_obj_t mod_ternary_stream(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t p, x, out;
+    long where = -1;
+    (void)n_args;
+    get_buf(args[0], &p, false);
+    get_buf(args[4], &x, false);
+    get_buf(args[5], &out, true);
+    check_at(bvit_api_ternary_stream(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]),
+                                     &x, &out, &where), where);
+    return args[5];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ternary_stream_obj, 6, 6, mod_ternary_stream);
+
+// stream_to_rows(packed, t0, rows, n, out)
+static mp_obj_t mod_stream_to_rows(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t p, out;
+    long where = -1;
+    (void)n_args;
+    get_buf(args[0], &p, false);
+    get_buf(args[4], &out, true);
+    check_at(bvit_api_stream_to_rows(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]),
+                                     &out, &where), where);
+    return args[4];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(stream_to_rows_obj, 5, 5, mod_stream_to_rows);
+
+// butterfly_ph(v, raw, b0, n_stages, n_pad)
+static mp_obj_t mod_butterfly_ph(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t v, raw;
+    (void)n_args;
+    get_buf(args[0], &v, true);
+    get_buf(args[1], &raw, false);
+    check(bvit_api_butterfly_ph(&v, &raw, get_long(args[2]), get_long(args[3]), get_long(args[4])));
+    return args[0];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(butterfly_ph_obj, 5, 5, mod_butterfly_ph);
+
+// attn_scores(qkv, q0, k0, stride, n, hd, out)
+static mp_obj_t mod_attn_scores(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t qkv, out;
+    (void)n_args;
+    get_buf(args[0], &qkv, false);
+    get_buf(args[6], &out, true);
+    check(bvit_api_attn_scores(&qkv, get_long(args[1]), get_long(args[2]), get_long(args[3]),
+                               get_long(args[4]), get_long(args[5]), &out));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(attn_scores_obj, 7, 7, mod_attn_scores);
+
+// attn_pv(p, n, qkv, v0, stride, hd, out)
+static mp_obj_t mod_attn_pv(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t p, qkv, out;
+    (void)n_args;
+    get_buf(args[0], &p, false);
+    get_buf(args[2], &qkv, false);
+    get_buf(args[6], &out, true);
+    check(bvit_api_attn_pv(&p, get_long(args[1]), &qkv, get_long(args[3]), get_long(args[4]),
+                           get_long(args[5]), &out));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(attn_pv_obj, 7, 7, mod_attn_pv);
+
 /* ---------------------------------------------------------------- the module */
 
 static const mp_rom_map_elem_t bvitnative_globals_table[] = {
@@ -463,6 +547,13 @@ static const mp_rom_map_elem_t bvitnative_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_mean_pool), MP_ROM_PTR(&mean_pool_obj) },
     { MP_ROM_QSTR(MP_QSTR_topk), MP_ROM_PTR(&topk_obj) },
     { MP_ROM_QSTR(MP_QSTR_mix), MP_ROM_PTR(&mix_obj) },
+    { MP_ROM_QSTR(MP_QSTR_NAME), MP_ROM_QSTR(MP_QSTR_native) },
+    { MP_ROM_QSTR(MP_QSTR_matvec8), MP_ROM_PTR(&matvec8_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ternary_stream), MP_ROM_PTR(&ternary_stream_obj) },
+    { MP_ROM_QSTR(MP_QSTR_stream_to_rows), MP_ROM_PTR(&stream_to_rows_obj) },
+    { MP_ROM_QSTR(MP_QSTR_butterfly_ph), MP_ROM_PTR(&butterfly_ph_obj) },
+    { MP_ROM_QSTR(MP_QSTR_attn_scores), MP_ROM_PTR(&attn_scores_obj) },
+    { MP_ROM_QSTR(MP_QSTR_attn_pv), MP_ROM_PTR(&attn_pv_obj) },
 };
 static MP_DEFINE_CONST_DICT(bvitnative_globals, bvitnative_globals_table);
 

@@ -15,6 +15,7 @@ set(BVITNATIVE_KERNELS
     ${CMAKE_CURRENT_LIST_DIR}/kernels/norm.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/requant.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/softmax.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels/stream.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/ternary.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/trits.c
 )

@@ -68,6 +68,16 @@ def make_vectors(seed: int = 5) -> tuple[str, list[str]]:
     A.update(tl_packed=p, tl_x=x, tl_m=M, tl_s=S, tl_bias=bias,
              tl_want=I.ternary_linear(p.tobytes(), 16, 66, x, M, S, bias, 16))
     defines.update(TL_ROWS=16, TL_N=66)
+    # trit streams: 9 rows of 64 trits from trit 3
+    total = 3 + 9 * 64
+    st = rng.integers(-1, 2, total).astype(np.int8)
+    nbytes = -(-total // 5)
+    st_packed = np.frombuffer(I.pack_trits(np.concatenate([st, np.zeros(5 * nbytes - total, np.int8)])[None]),
+                              np.uint8).copy()
+    mat = st[3:].reshape(9, 64)
+    sx = rng.integers(-32768, 32768, 64).astype(np.int16)
+    A.update(st_packed=st_packed, st_x=sx, st_want=(mat.astype(np.int64) @ sx).astype(np.int32),
+             st_rows=np.frombuffer(I.pack_trits(mat), np.uint8).astype(np.int8))
     # §1-2
     acc = np.concatenate([[0, 1, -1, 2**16, -2**16, 2**31 - 1, -2**31],
                           rng.integers(-2**31, 2**31, 193)]).astype(np.int32)
@@ -85,6 +95,7 @@ def make_vectors(seed: int = 5) -> tuple[str, list[str]]:
     bc, bs = I.sincos_q14(bph)
     bx = rng.integers(-32768, 32768, 256).astype(np.int16)  # saturates somewhere
     A.update(bf_x=bx, bf_cos=bc, bf_sin=bs, bf_ph=bph,
+             bf_raw=np.frombuffer(b"\x05" + bph.astype("<u2").tobytes(), np.uint8).copy(),
              bf_want=I.butterfly_q14(bx, bc.reshape(4, 128), bs.reshape(4, 128)))
     # §15 expert at the shipped shape
     t = trits(256, 64)
@@ -154,8 +165,8 @@ def make_vectors(seed: int = 5) -> tuple[str, list[str]]:
                         + "#endif /* BVIT_VECTORS_H */")
     full = (["unpack"] + [f"tm{n}_{f}_{w}" for n in (13, 64, 66) for f in ("plain", "lut")
                          for w in ("i8", "i16")]
-            + ["ternary_linear_plain", "ternary_linear_lut", "requant", "sincos", "butterfly",
-               "butterfly_phase", "expert", "linear", "linear_acc", "linear_odd", "layernorm_i16",
+            + ["ternary_linear_plain", "ternary_linear_lut", "ternary_stream", "stream_to_rows",
+               "requant", "sincos", "butterfly", "butterfly_phase", "butterfly_phase_raw", "expert", "linear", "linear_acc", "linear_odd", "layernorm_i16",
                "layernorm_i8", "softmax", "attention", "residual_add", "mean_pool", "mix", "topk"])
     return text, full
 

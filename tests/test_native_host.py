@@ -447,6 +447,104 @@ def test_mix(nat, rng):
         nat.mix(np.zeros(5, np.int16), np.array([16384, 16384], np.uint16), np.zeros(2, np.int16))
 
 
+# ---------------------------------------------------------------- the board backend
+
+def _device_kernels():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bvit_kernels_py", REPO / "device/bvit/kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _stream(rng, t0, rows, n):
+    """A trit stream of rows*n trits from trit t0 (random trits before and after)."""
+    total = t0 + rows * n
+    t = rng.integers(-1, 2, total).astype(np.int8)
+    nbytes = -(-total // 5)
+    return np.frombuffer(I.pack_trits(np.concatenate([t, np.zeros(nbytes * 5 - total, np.int8)])[None, :]),
+                         np.uint8).copy(), t[t0:].reshape(rows, n)
+
+
+def test_backend_functions_equal_the_device_kernels(nat, rng):
+    K = _device_kernels()
+    from array import array
+    for n, rows, x0 in ((0, 3, 0), (1, 1, 0), (16, 5, 3), (63, 7, 1), (64, 64, 64)):
+        x = rng.integers(-128, 128, x0 + n + 2).astype(np.int8)
+        w = rng.integers(-128, 128, rows * n + 3).astype(np.int8)
+        out = np.zeros(rows + 1, np.int32)
+        nat.matvec8(x, x0, n, w, rows, out)
+        ref = K.matvec8(array("b", x.tobytes()), x0, n, array("b", w.tobytes()), rows, [0] * (rows + 1))
+        assert out.tolist() == ref
+    for t0 in (0, 1, 3, 7):
+        for rows, n in ((1, 1), (3, 4), (9, 13), (7, 64), (5, 66), (4, 256)):
+            packed, trits = _stream(rng, t0, rows, n)
+            for dtype in (np.int8, np.int16):
+                x = _inputs(rng, n, dtype)
+                out = np.zeros(rows, np.int32)
+                nat.ternary_stream(packed, t0, rows, n, x, out)
+                assert (out == trits.astype(np.int64) @ x.astype(np.int64)).all()
+                ref = K.ternary_stream(bytes(packed), t0, rows, n, x.tolist(), [0] * rows)
+                assert out.tolist() == ref
+                sgn = packed.astype(np.int8)          # a signed buffer: bytes read as 0..255
+                assert nat.ternary_stream(sgn, t0, rows, n, x, np.zeros(rows, np.int32)).tolist() == ref
+            rows_out = np.zeros(rows * -(-n // 5), np.uint8)
+            nat.stream_to_rows(packed, t0, rows, n, rows_out)
+            assert rows_out.tobytes() == I.pack_trits(trits)
+    bad, _ = _stream(rng, 2, 3, 10)
+    bad[3] = 250
+    with pytest.raises(ValueError):
+        nat.ternary_stream(bad, 2, 3, 10, np.zeros(10, np.int16), np.zeros(3, np.int32))
+    with pytest.raises(ValueError):
+        K.ternary_stream(bytes(bad), 2, 3, 10, [0] * 10, [0] * 3)
+    for n_pad, nl in ((16, 3), (64, 4), (256, 4), (2, 1)):
+        for b0 in (0, 1, 5):
+            ph = rng.integers(0, 65536, nl * n_pad // 2).astype(np.uint16)
+            raw = bytes(rng.integers(0, 256, b0).astype(np.uint8)) + ph.astype("<u2").tobytes() + b"\x07"
+            v = rng.integers(-32768, 32768, n_pad).astype(np.int16)
+            ref = K.butterfly_ph(array("h", v.tobytes()), raw, b0, nl, n_pad)
+            got = nat.butterfly_ph(v.copy(), np.frombuffer(raw, np.uint8), b0, nl, n_pad)
+            assert got.tolist() == list(ref)
+    N, dim, heads = 49, 64, 4
+    hd, stride = dim // heads, 2 * dim
+    kv = rng.integers(-128, 128, N * stride + dim).astype(np.int8)
+    kvb = array("b", kv.tobytes())
+    q0 = N * stride
+    for h in range(heads):
+        out = np.zeros(N, np.int32)
+        nat.attn_scores(kv, q0 + h * hd, h * hd, stride, N, hd, out)
+        ref = [0] * N
+        K.attn_scores(kvb, q0 + h * hd, h * hd, stride, N, hd, ref)
+        assert out.tolist() == ref
+        p = I.softmax(out, *I.softmax_multiplier(0.001)).astype(np.int32)
+        acc = np.zeros(hd, np.int32)
+        nat.attn_pv(p, N, kv, dim + h * hd, stride, hd, acc)
+        ref = [0] * hd
+        K.attn_pv(p.tolist(), N, kvb, dim + h * hd, stride, hd, ref)
+        assert acc.tolist() == ref
+    cases = [
+        (ValueError, lambda: nat.matvec8(np.zeros(10, np.int8), 5, 6, np.zeros(12, np.int8), 2, np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.matvec8(np.zeros(10, np.int8), 0, 6, np.zeros(11, np.int8), 2, np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.matvec8(np.zeros(10, np.int8), 0, 6, np.zeros(12, np.int8), 2, np.zeros(1, np.int32))),
+        (TypeError, lambda: nat.matvec8(np.zeros(10, np.uint8), 0, 6, np.zeros(12, np.int8), 2, np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_stream(np.full(2, 121, np.uint8), 1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_stream(np.full(4, 121, np.uint8), 0, 2, 7, np.zeros(6, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_stream(np.full(4, 121, np.uint8), -1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.stream_to_rows(np.full(4, 121, np.uint8), 0, 2, 7, np.zeros(3, np.uint8))),
+        (ValueError, lambda: nat.butterfly_ph(np.zeros(8, np.int16), np.zeros(23, np.uint8), 0, 3, 8)),
+        (ValueError, lambda: nat.butterfly_ph(np.zeros(8, np.int16), np.zeros(24, np.uint8), 1, 3, 8)),
+        (ValueError, lambda: nat.attn_scores(np.zeros(100, np.int8), 90, 0, 10, 9, 11, np.zeros(9, np.int32))),
+        (ValueError, lambda: nat.attn_scores(np.zeros(100, np.int8), 0, 0, 10, 10, 11, np.zeros(10, np.int32))),
+        (ValueError, lambda: nat.attn_pv(np.full(4, 2**23, np.int32), 4, np.zeros(100, np.int8), 0, 10, 5, np.zeros(5, np.int32))),
+        (ValueError, lambda: nat.attn_pv(np.full(4, -1, np.int32), 4, np.zeros(100, np.int8), 0, 10, 5, np.zeros(5, np.int32))),
+        (ValueError, lambda: nat.attn_pv(np.full(4, 1, np.int32), 4, np.zeros(100, np.int8), 0, 10, 5, np.zeros(4, np.int32))),
+    ]
+    for i, (exc, call) in enumerate(cases):
+        with pytest.raises(exc):
+            call()
+            print("case", i, "was accepted")
+
+
 # ---------------------------------------------------------------- wrong calls
 
 def test_wrong_calls_are_refused_with_clear_errors(nat, rng):

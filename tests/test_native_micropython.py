@@ -115,6 +115,40 @@ R["res"] = list(bn.residual_add(ar("h", ra["a"]), ar("h", ra["b"]), ra["Ma"], ra
 R["pool"] = list(bn.mean_pool(ar("h", V["pool"]["x"]), V["pool"]["N"], V["pool"]["M"],
                               V["pool"]["sh"], ar("h", [0] * V["pool"]["d"])))
 
+# the board backend (device/bvit/ops.py NAMES): same results as the pure kernels
+from bvit import ops
+R["backend_names"] = [nm for nm in ops.NAMES if hasattr(bn, nm)] + [bn.NAME]
+bk = V["backend"]
+kv = ar("b", bk["kv"])
+w = ar("b", bk["w"])
+a8 = ar("b", bk["a"])
+o1, o2 = ar("i", [0] * 8), ar("i", [0] * 8)
+bn.matvec8(a8, 3, 16, w, 8, o1)
+K.matvec8(a8, 3, 16, w, 8, o2)
+R["matvec8"] = [list(o1), list(o2)]
+st = bytes(bk["stream"])
+u = ar("h", bk["u"])
+o1, o2 = ar("i", [0] * 9), ar("i", [0] * 9)
+bn.ternary_stream(st, 3, 9, 64, u, o1)
+K.ternary_stream(st, 3, 9, 64, u, o2)
+R["tstream"] = [list(o1), list(o2)]
+rows9 = bytearray(9 * 13)
+R["recut"] = list(bn.stream_to_rows(st, 3, 9, 64, rows9))
+raw = bytes(bk["raw"])
+v1, v2 = ar("h", bk["v"]), ar("h", bk["v"])
+bn.butterfly_ph(v1, raw, 1, 4, 64)
+K.butterfly_ph(v2, raw, 1, 4, 64)
+R["bph"] = [list(v1), list(v2)]
+s1, s2 = ar("i", [0] * 9), ar("i", [0] * 9)
+bn.attn_scores(kv, 9 * 32, 0, 32, 9, 16, s1)
+K.attn_scores(kv, 9 * 32, 0, 32, 9, 16, s2)
+R["scores"] = [list(s1), list(s2)]
+probs = ar("i", bk["p"])
+a1, a2 = ar("i", [0] * 16), ar("i", [0] * 16)
+bn.attn_pv(probs, 9, kv, 16, 32, 16, a1)
+K.attn_pv(probs, 9, kv, 16, 32, 16, a2)
+R["pv"] = [list(a1), list(a2)]
+
 # wrong calls: each must raise the right exception, and the interpreter must go on
 x = ar("b", V["x_b"])
 out = ar("i", [0] * rows)
@@ -203,7 +237,12 @@ def _vectors(rng):
                Ma=Ma, Mb=Mb, sh=rsh)
     pM, psh = I.quantize_multiplier(0.7 / 49)
     pool = dict(x=rng.integers(-32768, 32768, 49 * 8).tolist(), N=49, d=8, M=pM, sh=psh)
-    return dict(rows=rows, n=n, packed=packed.tolist(), x_b=x_b.tolist(), x_h=x_h.tolist(),
+    backend = dict(kv=rng.integers(-128, 128, 9 * 32 + 32).tolist(), w=rng.integers(-128, 128, 8 * 16).tolist(),
+                   a=rng.integers(-128, 128, 20).tolist(), stream=rng.integers(0, 243, (3 + 9 * 64 + 4) // 5).tolist(),
+                   u=rng.integers(-32768, 32768, 64).tolist(), raw=rng.integers(0, 256, 1 + 4 * 32 * 2).tolist(),
+                   v=rng.integers(-20000, 20000, 64).tolist(),
+                   p=I.softmax(rng.integers(-300, 300, 9).astype(np.int32), *I.softmax_multiplier(0.01)).tolist())
+    return dict(backend=backend, rows=rows, n=n, packed=packed.tolist(), x_b=x_b.tolist(), x_h=x_h.tolist(),
                 M=M.tolist(), shift=shift.tolist(), bias=bias.tolist(), rq=rq, rs=rs,
                 phases=phases.tolist(), n_stages=n_stages, n_pad=n_pad, bph=bph.tolist(),
                 bcos=bcos.tolist(), bsin=bsin.tolist(), v=v.tolist(), expert=ex, linear=lin, ln=ln,
@@ -275,6 +314,12 @@ def test_bvitnative_on_micropython(tmp_path):
     po = V["pool"]
     assert R["pool"] == I.mean_pool(np.array(po["x"]).reshape(po["N"], po["d"]), po["M"], po["sh"],
                                     16).tolist()
+    assert R["backend_names"] == ["matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv", "native"]
+    for key in ("matvec8", "tstream", "bph", "scores", "pv"):
+        assert R[key][0] == R[key][1], key
+    bk = V["backend"]
+    st = bytes(bk["stream"])
+    assert R["tstream"][0] == I.ternary_matvec(bytes(R["recut"]), 9, 64, np.array(bk["u"])).tolist()
     assert not [m for m in R["errors"] if m.startswith("NO ERROR")], R["errors"]
     assert len(R["errors"]) == 21
     assert R["window"][0] == 7 and R["window"][-1] == 7

@@ -116,6 +116,26 @@ void bvit_butterfly(int16_t *v, size_t n_pad, unsigned n_stages, const int16_t *
     }
 }
 
+void bvit_butterfly_phase_raw(int16_t *v, size_t n_pad, unsigned n_stages, const uint8_t *raw)
+{
+    unsigned l;
+    for (l = 0; l < n_stages; l++) {
+        size_t h = (size_t)1 << l;
+        size_t blk, j;
+        for (blk = 0; blk < n_pad; blk += 2u * h) {
+            int16_t *p1 = v + blk, *p2 = v + blk + h;
+            for (j = 0; j < h; j++) {
+                int32_t c, s, x1 = p1[j], x2 = p2[j], y1, y2;
+                sincos32((uint32_t)raw[0] | ((uint32_t)raw[1] << 8), &c, &s);
+                raw += 2;
+                ROTATE(c, s, x1, x2, y1, y2);
+                p1[j] = (int16_t)y1;
+                p2[j] = (int16_t)y2;
+            }
+        }
+    }
+}
+
 void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages, const uint16_t *phase)
 {
     unsigned l;

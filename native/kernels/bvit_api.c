@@ -776,3 +776,165 @@ const char *bvit_api_mix(const bvit_buf_t *h, const bvit_buf_t *gates, const bvi
     bvit_mix((const int16_t *)h->buf, k, f, g, (int16_t *)out->buf);
     return NULL;
 }
+
+/* ---------------------------------------------------------------- board backend */
+
+static const char *check_offset(long off, long len, size_t count, const char *msg)
+{
+    if (off < 0 || len < 0 || (unsigned long long)off + (unsigned long long)len > count) {
+        return msg;
+    }
+    return NULL;
+}
+
+const char *bvit_api_matvec8(const bvit_buf_t *x, long x0, long n, const bvit_buf_t *w,
+                             long rows, const bvit_buf_t *out)
+{
+    TRY(check_buf(x, "b", "Tx must be an array('b')"));
+    TRY(check_buf(w, "b", "Tw must be an array('b')"));
+    TRY(check_buf(out, "i", "Tout must be an array('i')"));
+    if (n < 0 || n > BVIT_API_MAX_N || rows < 0 || rows > BVIT_API_MAX_ROWS) {
+        return "Vn must be in 0..65535 and rows in 0..1048576";
+    }
+    TRY(check_offset(x0, n, count(x), "Vx[x0:x0+n] is out of range"));
+    if ((unsigned long long)count(w) < (unsigned long long)rows * (unsigned long long)n) {
+        return "Vw must have at least rows * n elements";
+    }
+    if (count(out) < (size_t)rows) {
+        return "Vout must have at least rows elements";
+    }
+    bvit_linear_acc((const int8_t *)x->buf + x0, (size_t)n, (const int8_t *)w->buf,
+                    (size_t)rows, NULL, (int32_t *)out->buf);
+    return NULL;
+}
+
+/* the stream's bytes [t0/5, ceil((t0 + rows n)/5)) exist and are valid trit5 bytes */
+static const char *check_stream(const bvit_buf_t *packed, long t0, long rows, long n,
+                                long *where)
+{
+    unsigned long long end, i;
+    const uint8_t *p;
+    TRY(check_buf(packed, "Bb", "Tpacked trits must be bytes, bytearray, memoryview or array('b')"));
+    if (t0 < 0 || n < 0 || n > BVIT_API_MAX_N || rows < 0 || rows > BVIT_API_MAX_ROWS) {
+        return "Vt0 must be >= 0, n in 0..65535, rows in 0..1048576";
+    }
+    end = ((unsigned long long)t0 + (unsigned long long)rows * (unsigned long long)n + 4u) / 5u;
+    if (end > packed->len) {
+        return "Vpacked trits: the stream is shorter than t0 + rows * n trits";
+    }
+    p = (const uint8_t *)packed->buf;
+    for (i = (unsigned long long)t0 / 5u; i < end && rows > 0 && n > 0; i++) {
+        if (p[i] > 242u) {
+            if (where) {
+                *where = (long)i;
+            }
+            return "Vpacked trits: a byte above 242";
+        }
+    }
+    return NULL;
+}
+
+const char *bvit_api_ternary_stream(const bvit_buf_t *packed, long t0, long rows, long n,
+                                    const bvit_buf_t *x, const bvit_buf_t *out, long *where)
+{
+    TRY(check_stream(packed, t0, rows, n, where));
+    TRY(check_buf(x, "bh", "Tx must be an array('b') or array('h')"));
+    TRY(check_buf(out, "i", "Tout must be an array('i')"));
+    if (count(x) < (size_t)n) {
+        return "Vx must have at least n elements";
+    }
+    if (count(out) < (size_t)rows) {
+        return "Vout must have at least rows elements";
+    }
+    if (x->type == 'b') {
+        bvit_ternary_stream_i8((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows, (size_t)n,
+                               (const int8_t *)x->buf, (int32_t *)out->buf);
+    } else {
+        bvit_ternary_stream_i16((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows,
+                                (size_t)n, (const int16_t *)x->buf, (int32_t *)out->buf);
+    }
+    return NULL;
+}
+
+const char *bvit_api_stream_to_rows(const bvit_buf_t *packed, long t0, long rows, long n,
+                                    const bvit_buf_t *out, long *where)
+{
+    TRY(check_stream(packed, t0, rows, n, where));
+    TRY(check_buf(out, "B", "Tout must be a bytearray (or a writable memoryview of one)"));
+    if (n < 1 || rows < 1) {
+        return "Vrows and n must be at least 1";
+    }
+    if (out->len != packed_bytes(rows, n)) {
+        return "Vout must have rows * ceil(n / 5) bytes";
+    }
+    bvit_stream_to_rows((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows, (size_t)n,
+                        (uint8_t *)out->buf);
+    return NULL;
+}
+
+const char *bvit_api_butterfly_ph(const bvit_buf_t *v, const bvit_buf_t *raw, long b0,
+                                  long n_stages, long n_pad)
+{
+    TRY(check_pad_stages(v, n_pad, n_stages, 0));
+    TRY(check_buf(raw, "Bb", "Traw must be bytes, bytearray, memoryview or array('b')"));
+    TRY(check_offset(b0, n_stages * n_pad, raw->len,
+                     "Vraw[b0:] must hold n_stages * n_pad / 2 phases (2 bytes each)"));
+    bvit_butterfly_phase_raw((int16_t *)v->buf, (size_t)n_pad, (unsigned)n_stages,
+                             (const uint8_t *)raw->buf + b0);
+    return NULL;
+}
+
+static const char *check_rows_at(long k0, long stride, long n, long hd, size_t len)
+{
+    if (k0 < 0 || stride < 0 || n < 0 || hd < 1 || hd > 65535 || n > 1048576) {
+        return "Voffsets and stride must be >= 0, hd in 1..65535";
+    }
+    if (n > 0 && (unsigned long long)k0 + (unsigned long long)(n - 1) * (unsigned long long)stride
+                 + (unsigned long long)hd > len) {
+        return "Vqkv[k0 + (n-1) * stride + hd] is out of range";
+    }
+    return NULL;
+}
+
+const char *bvit_api_attn_scores(const bvit_buf_t *qkv, long q0, long k0, long stride, long n,
+                                 long hd, const bvit_buf_t *out)
+{
+    TRY(check_buf(qkv, "b", "Tqkv must be an array('b')"));
+    TRY(check_buf(out, "i", "Tout must be an array('i')"));
+    TRY(check_rows_at(k0, stride, n, hd, count(qkv)));
+    TRY(check_offset(q0, hd, count(qkv), "Vqkv[q0:q0+hd] is out of range"));
+    if (count(out) < (size_t)n) {
+        return "Vout must have at least n elements";
+    }
+    bvit_attn_scores((const int8_t *)qkv->buf + q0, (const int8_t *)qkv->buf + k0, (size_t)stride,
+                     (size_t)n, (size_t)hd, (int32_t *)out->buf);
+    return NULL;
+}
+
+const char *bvit_api_attn_pv(const bvit_buf_t *p, long n, const bvit_buf_t *qkv, long v0,
+                             long stride, long hd, const bvit_buf_t *out)
+{
+    const int32_t *pp;
+    unsigned long long sum = 0;
+    long j;
+    TRY(check_buf(p, "i", "Tp must be an array('i')"));
+    TRY(check_buf(qkv, "b", "Tqkv must be an array('b')"));
+    TRY(check_buf(out, "i", "Tout must be an array('i')"));
+    TRY(check_rows_at(v0, stride, n, hd, count(qkv)));
+    if (count(p) < (size_t)n || count(out) < (size_t)hd) {
+        return "Vp must have at least n elements and out at least hd";
+    }
+    pp = (const int32_t *)p->buf;
+    for (j = 0; j < n; j++) {
+        if (pp[j] < 0) {
+            return "Vprobabilities must be >= 0";
+        }
+        sum += (unsigned long long)pp[j];
+    }
+    if (sum > (1ull << 24)) {
+        return "Vprobabilities must sum to at most 2^24 (Q15 softmax rows sum to about 32768)";
+    }
+    bvit_attn_pv(pp, (size_t)n, (const int8_t *)qkv->buf + v0, (size_t)stride, (size_t)hd,
+                 (int32_t *)out->buf);
+    return NULL;
+}

@@ -92,6 +92,20 @@ const char *bvit_api_mean_pool(const bvit_buf_t *x, long n_tokens, long M, long 
 const char *bvit_api_mix(const bvit_buf_t *h, const bvit_buf_t *gates, const bvit_buf_t *out);
 const char *bvit_api_topk(const bvit_buf_t *L, long k, const bvit_buf_t *out);
 
+/* the board backend's functions (device/bvit/kernels.py signatures) */
+const char *bvit_api_matvec8(const bvit_buf_t *x, long x0, long n, const bvit_buf_t *w,
+                             long rows, const bvit_buf_t *out);
+const char *bvit_api_ternary_stream(const bvit_buf_t *packed, long t0, long rows, long n,
+                                    const bvit_buf_t *x, const bvit_buf_t *out, long *where);
+const char *bvit_api_stream_to_rows(const bvit_buf_t *packed, long t0, long rows, long n,
+                                    const bvit_buf_t *out, long *where);
+const char *bvit_api_butterfly_ph(const bvit_buf_t *v, const bvit_buf_t *raw, long b0,
+                                  long n_stages, long n_pad);
+const char *bvit_api_attn_scores(const bvit_buf_t *qkv, long q0, long k0, long stride, long n,
+                                 long hd, const bvit_buf_t *out);
+const char *bvit_api_attn_pv(const bvit_buf_t *p, long n, const bvit_buf_t *qkv, long v0,
+                             long stride, long hd, const bvit_buf_t *out);
+
 #ifdef __cplusplus
 }
 #endif

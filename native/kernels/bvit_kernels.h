@@ -176,6 +176,25 @@ void bvit_butterfly(int16_t *v, size_t n_pad, unsigned n_stages, const int16_t *
 void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages,
                           const uint16_t *phase);
 
+/* The same with the phases read little-endian from raw bytes (as in a model file). */
+void bvit_butterfly_phase_raw(int16_t *v, size_t n_pad, unsigned n_stages, const uint8_t *raw);
+
+/* ---------------------------------------------------------------- trit streams, board backend */
+
+/* acc[r] = sum_c t_{r n + c} x_c, the matrix's trits a stream from trit t0 (stream.c) */
+void bvit_ternary_stream_i8(const uint8_t *packed, size_t t0, size_t rows, size_t n,
+                            const int8_t *x, int32_t *acc);
+void bvit_ternary_stream_i16(const uint8_t *packed, size_t t0, size_t rows, size_t n,
+                             const int16_t *x, int32_t *acc);
+/* re-cut rows x n trits of a stream (from trit t0) into §4 rows: rows * ceil(n/5) bytes */
+void bvit_stream_to_rows(const uint8_t *packed, size_t t0, size_t rows, size_t n, uint8_t *out);
+/* out[j] = sum_c q[c] k[j * stride + c], j < n, c < hd (int8) */
+void bvit_attn_scores(const int8_t *q, const int8_t *k, size_t stride, size_t n, size_t hd,
+                      int32_t *out);
+/* out[c] = sum_j p[j] v[j * stride + c], c < hd (p Q15 in int32, v int8) */
+void bvit_attn_pv(const int32_t *p, size_t n, const int8_t *v, size_t stride, size_t hd,
+                  int32_t *out);
+
 /* ---------------------------------------------------------------- §7 int8 linear */
 
 /* acc[o] = sum_i w[o*n + i] x[i] + bias[o] (bias may be NULL), int32 (spec §7).

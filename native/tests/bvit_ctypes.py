@@ -300,3 +300,40 @@ class Native:
         hb, g, o = self._buf(h), self._buf(gates), self._out(out)
         self._call("mix", self._p(hb), self._p(g), self._p(o), outs=[o])
         return out
+
+    # -- the board backend ------------------------------------------------------
+    def matvec8(self, x, x0, n, w, rows, out):
+        xb, wb, o = self._buf(x), self._buf(w), self._out(out)
+        self._call("matvec8", self._p(xb), ctypes.c_long(x0), ctypes.c_long(n), self._p(wb),
+                   ctypes.c_long(rows), self._p(o), outs=[o])
+        return out
+
+    def ternary_stream(self, packed, t0, rows, n, x, out):
+        p, xb, o = self._buf(packed), self._buf(x), self._out(out)
+        where = ctypes.c_long(-1)
+        self._call("ternary_stream", self._p(p), ctypes.c_long(t0), ctypes.c_long(rows),
+                   ctypes.c_long(n), self._p(xb), self._p(o), ctypes.byref(where), outs=[o])
+        return out
+
+    def stream_to_rows(self, packed, t0, rows, n, out):
+        p, o = self._buf(packed), self._out(out)
+        where = ctypes.c_long(-1)
+        self._call("stream_to_rows", self._p(p), ctypes.c_long(t0), ctypes.c_long(rows),
+                   ctypes.c_long(n), self._p(o), ctypes.byref(where), outs=[o])
+        return out
+
+    def butterfly_ph(self, v, raw, b0, n_stages, n_pad):
+        vb, r = self._out(v), self._buf(raw)
+        self._call("butterfly_ph", self._p(vb), self._p(r), ctypes.c_long(b0),
+                   ctypes.c_long(n_stages), ctypes.c_long(n_pad), outs=[vb])
+        return v
+
+    def attn_scores(self, qkv, q0, k0, stride, n, hd, out):
+        q, o = self._buf(qkv), self._out(out)
+        self._call("attn_scores", self._p(q), ctypes.c_long(q0), ctypes.c_long(k0),
+                   ctypes.c_long(stride), ctypes.c_long(n), ctypes.c_long(hd), self._p(o), outs=[o])
+
+    def attn_pv(self, p, n, qkv, v0, stride, hd, out):
+        pb, q, o = self._buf(p), self._buf(qkv), self._out(out)
+        self._call("attn_pv", self._p(pb), ctypes.c_long(n), self._p(q), ctypes.c_long(v0),
+                   ctypes.c_long(stride), ctypes.c_long(hd), self._p(o), outs=[o])

@@ -103,6 +103,12 @@ int main(void)
     check("ternary_linear_lut", out16, tl_want, TL_ROWS, 'h');
 #endif
 
+    /* trit streams (docs/integer-model.md) */
+    bvit_ternary_stream_i16(st_packed, 3, 9, 64, st_x, acc);
+    check("ternary_stream", acc, st_want, 9, 'i');
+    bvit_stream_to_rows(st_packed, 3, 9, 64, (uint8_t *)out8);
+    check("stream_to_rows", out8, st_rows, 9 * 13, 'b');
+
     /* §1-2 requantisation */
     for (i = 0; i < RQ_ACC_LEN; i++) {
         acc[i % 256] = bvit_mul_shift_sat(rq_acc[i], rq_m[i], rq_s[i], -128, 127) - rq_w8[i];
@@ -140,6 +146,11 @@ int main(void)
     }
     bvit_butterfly_phase(out16, 256, 4, bf_ph);
     check("butterfly_phase", out16, bf_want, 256, 'h');
+    for (i = 0; i < 256; i++) {
+        out16[i] = bf_x[i];
+    }
+    bvit_butterfly_phase_raw(out16, 256, 4, bf_raw + 1);
+    check("butterfly_phase_raw", out16, bf_want, 256, 'h');
 
 #ifndef BVIT_SMALL
     /* §15 one expert, the shipped shape */
