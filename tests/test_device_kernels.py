@@ -52,10 +52,31 @@ def do_requant(a):
 
 def do_requant_rows(a):
     n = len(a["acc"])
-    out = arr("h", [0] * n)
-    N.requant_rows(arr("i", a["acc"]), 0, out, 0, n, arr("h", a["M"]), arr("b", a["shift"]), 0,
-                   arr("i", a["bias"]), -32768, 32767)
-    return list(out)
+    lo, hi, tc = (-128, 127, "b") if a["bits"] == 8 else (-32768, 32767, "h")
+    def run(b):
+        res = []
+        for bias in (arr("i", a["bias"]), None):
+            out = arr(tc, [0] * (n + 3))
+            ops.get(b, "requant_rows")(arr("i", [0] + a["acc"]), 1, out, 3, n, arr("h", a["M"]),
+                                       arr("b", a["shift"]), 0, bias, lo, hi)
+            res.append(list(out)[3:])
+        return res
+    return each(run)
+
+def do_elementwise(a):
+    f, d, P, dp = len(a["h"]), len(a["a"]), a["P"], a["dp"]
+    def run(b):
+        h = arr("h", a["h"])
+        ops.get(b, "relu")(h, 0, f)
+        u = arr("h", [7] * dp)
+        ops.get(b, "expert_input")(arr("b", [0] + a["a"]), 1, d, P, u, dp)
+        mix = arr("i", [0] * f)
+        ops.get(b, "mix_add")(mix, arr("h", a["h"]), a["g"][0], f, True)
+        ops.get(b, "mix_add")(mix, arr("h", a["h2"]), a["g"][1], f, False)
+        m = arr("h", [0] * f)
+        ops.get(b, "mix_round")(mix, m, f)
+        return [list(h), list(u), list(mix), list(m)]
+    return each(run)
 
 def do_ternary(a):
     rows, n = a["rows"], a["n"]
@@ -246,6 +267,7 @@ shs = array("b", [20] * rows)
 bias = array("i", [7] * rows)
 for name in ops.available():
     b = ops.load(name)
+    rq, relu, xin, mixadd, mixround = [ops.get(b, f) for f in ops.OPTIONAL]
     micropython.heap_lock()
     try:
         K.ternary_matvec(packed, rows, n, x, acc)
@@ -261,6 +283,12 @@ for name in ops.available():
         K.build_luts(x, n, tables)
         K.ternary_matvec_lut(packed, rows, n, tables, acc)
         N.requant_rows(acc, 0, x, 0, n, Ms, shs, 0, bias, -32768, 32767)
+        rq(acc, 0, x, 0, n, Ms, shs, 0, bias, -32768, 32767)
+        rq(acc, 0, xb, 0, n, Ms, shs, 0, None)
+        relu(x, 0, n)
+        xin(xb, 0, n, 5, x, n)
+        mixadd(acc, x, 20000, n, False)
+        mixround(acc, x, n)
         N.layernorm(x, 0, n, G, B, 12, 1000, out8, 0)
         N.softmax(L, 0, 8, 20000, 20, L, 0, cut)
         N.route(L, T, 8, 2, gm, idx, gates, True, 7, srow8, sel)
@@ -298,12 +326,31 @@ def _gen_cases(rng):
         ref = [int(I.requant(v, m, s, bits)) for v, m, s in zip(acc, Ms, shs)]
         add("requant", {"acc": acc.tolist(), "M": Ms.tolist(), "shift": shs.tolist(), "bits": bits},
             lambda r, ref=ref: r == ref)
-    acc = ints(-2**29, 2**29, 200)
-    bias = ints(-2**28, 2**28, 200)
-    Ms, shs = I.quantize_multipliers(10 ** rng.uniform(-6, -2, size=200))
-    ref = I.requant(acc.astype(np.int64) + bias, Ms, shs, 16).tolist()
-    add("requant_rows", {"acc": acc.tolist(), "bias": bias.tolist(), "M": Ms.tolist(),
-                         "shift": shs.tolist()}, lambda r, ref=ref: r == ref)
+    for bits in (8, 16):     # per row, with and without bias; |acc| past 2^29 and shifts up to 62
+        acc = np.concatenate([ints(-2**29, 2**29, 200), ints(-2**30, 2**30, 40),
+                              ints(-70000, 70000, 100), [2**31 - 1, -2**31, 2**30 - 1, 2**29]])
+        bias = np.concatenate([ints(-2**28, 2**28, 340), [0, 0, -1, 0]])
+        acc = np.clip(acc, -2**31 - np.minimum(bias, 0), 2**31 - 1 - np.maximum(bias, 0))
+        Ms, shs = I.quantize_multipliers(10 ** rng.uniform(-13, 0.5, size=acc.size))
+        Ms[:4], shs[:4] = 0, 1
+        Ms[4:8], shs[4:8] = 30000, [46, 47, 48, 62]
+        ref = [I.requant(acc.astype(np.int64) + bias, Ms, shs, bits).tolist(),
+               I.requant(acc, Ms, shs, bits).tolist()]
+        add("requant_rows", {"acc": acc.tolist(), "bias": bias.tolist(), "M": Ms.tolist(),
+                             "shift": shs.tolist(), "bits": bits},
+            lambda r, ref=ref: all(v == ref for v in r.values()))
+    # the expert's per-element steps (docs/integer-model.md 10, 13, 14)
+    for f, d, dp, P in [(256, 64, 64, 5), (7, 5, 8, 2), (1, 1, 2, 7)]:
+        h = ints(-32768, 32767, f)
+        h2 = ints(-32768, 32767, f)
+        a = ints(-128, 127, d)
+        g = [int(v) for v in ints(0, 32768, 2)]
+        h[:1] = -32768
+        mix = g[0] * h.astype(np.int64) + g[1] * h2
+        ref = [I.relu(h).tolist(), (a * 2 ** P).tolist() + [0] * (dp - d), mix.tolist(),
+               I.saturate(I.rshift_round(mix, 15), 16).tolist()]
+        add("elementwise", {"h": h.tolist(), "h2": h2.tolist(), "a": a.tolist(), "g": g, "P": P,
+                            "dp": dp}, lambda r, ref=ref: all(v == ref for v in r.values()))
 
     # §4-5 ternary matvec: every n mod 5, edges of int16, all-zero rows; bad bytes, bad padding
     for n, rows in [(1, 3), (2, 5), (4, 1), (5, 7), (7, 11), (13, 4), (64, 17), (69, 9), (256, 3)]:

@@ -9,12 +9,16 @@
 #   ternary_stream  packed trits (bytes 0..242, any 1-byte buffer); x array('h'); out array('i')
 #   butterfly_ph    v array('h'); raw: phases as little-endian uint16 bytes
 #   attn_*          qkv int8; p array('i') (Q15); out array('i')
+#   requant_rows    acc, bias array('i'); Ms array('h'); shifts array('b'); out 'b' or 'h'
+#   relu, expert_input, mix_add, mix_round: int16 vectors array('h'), int32 array('i')
 # Loads from ptr8/ptr16 are unsigned: int8/int16 values are sign-extended with
 # (v ^ 0x80) - 0x80 and (v ^ 0x8000) - 0x8000.
 
 from array import array
 
 import micropython
+
+from .nn import requant_rows as _requant_rows_py
 
 NAME = "viper"
 
@@ -61,7 +65,8 @@ def matvec8(x, x0: int, n: int, w, rows: int, out):
 
 @micropython.viper
 def _stream(packed, t0: int, rows: int, n: int, x, out) -> int:
-    # Returns -1, or the offset of the first invalid byte (243..255).
+    # Returns -1, or the offset of the first invalid byte (243..255). Each trit adds
+    # (digit - 1) * x: one multiply, no branch.
     pp = ptr8(packed)
     px = ptr16(x)
     po = ptr32(out)
@@ -70,54 +75,42 @@ def _stream(packed, t0: int, rows: int, n: int, x, out) -> int:
     for r in range(rows):
         acc = 0
         c = 0
-        if k:
+        if k:                                 # the row starts inside a byte
             b = int(pp[p])
             if b > 242:
                 return p
-            for j in range(k):             # skip the digits of the previous row
-                b = (b * 171) >> 9
+            for j in range(k):                # skip the digits of the previous row
+                b = (b * 171) >> 9            # b // 3 for 0 <= b <= 255
             m = 5 - k
             if m > n:
                 m = n
             for j in range(m):
                 q = (b * 171) >> 9
-                d = b - 3 * q
-                if d == 2:
-                    acc += (int(px[j]) ^ 0x8000) - 0x8000
-                elif d == 0:
-                    acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
                 b = q
             c = m
             k += m
             if k == 5:
                 k = 0
                 p += 1
-        while c + 5 <= n:
+        while c + 5 <= n:                     # whole bytes
             b = int(pp[p])
             p += 1
-            if b != 121:
+            if b != 121:                      # five zero trits
                 if b > 242:
                     return p - 1
                 for j in range(c, c + 5):
                     q = (b * 171) >> 9
-                    d = b - 3 * q
-                    if d == 2:
-                        acc += (int(px[j]) ^ 0x8000) - 0x8000
-                    elif d == 0:
-                        acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                    acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
                     b = q
             c += 5
-        if c < n:
+        if c < n:                             # the row ends inside a byte
             b = int(pp[p])
             if b > 242:
                 return p
             for j in range(c, n):
                 q = (b * 171) >> 9
-                d = b - 3 * q
-                if d == 2:
-                    acc += (int(px[j]) ^ 0x8000) - 0x8000
-                elif d == 0:
-                    acc -= (int(px[j]) ^ 0x8000) - 0x8000
+                acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
                 b = q
             k = n - c
         po[r] = acc
@@ -223,3 +216,111 @@ def attn_pv(pr, n: int, qkv, v0: int, stride: int, hd: int, out):
                 po[c] = int(po[c]) + pj * ((int(p[i]) ^ 0x80) - 0x80)
                 i += 1
         vj += stride
+
+
+# ---------------------------------------------------------------- per-element steps
+
+@micropython.viper
+def _requant_rows(acc, a0: int, out, o0: int, n: int, Ms, shifts, r0: int, bias, has_bias: int,
+                  lo: int, hi: int) -> int:
+    # nn.requant_rows for |acc + bias| < 2^29, where every intermediate of spec §2.3 fits
+    # 32 bits; returns -1, or the index of the first element outside (done in Python).
+    pa = ptr32(acc)
+    pb = ptr32(bias)
+    pm = ptr16(Ms)
+    ps = ptr8(shifts)
+    p8 = ptr8(out)
+    p16 = ptr16(out)
+    wide = hi > 127
+    big = 1 << 29
+    for i in range(n):
+        r = r0 + i
+        v = int(pa[a0 + i])
+        if has_bias:
+            v += int(pb[r])
+        if v >= big or v < 0 - big:
+            return i
+        M = int(pm[r])
+        s = int(ps[r])
+        if M == 0 or s >= 47:
+            y = 0
+        elif s >= 16:
+            y = ((v >> 15) * M + (((v & 0x7FFF) * M) >> 15) + (1 << (s - 16))) >> (s - 15)
+        elif v >= 65536:
+            y = hi
+        elif v <= -65536:
+            y = lo
+        else:
+            y = (v * M + (1 << (s - 1))) >> s
+        if y < lo:
+            y = lo
+        elif y > hi:
+            y = hi
+        if wide:
+            p16[o0 + i] = y
+        else:
+            p8[o0 + i] = y
+    return -1
+
+
+def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
+    """bvit.nn.requant_rows (spec §2.3 per row): out array('b') for int8, array('h') for
+    int16; Ms array('h'), shifts array('b'), acc and bias array('i')."""
+    i = 0
+    while i < n:
+        j = _requant_rows(acc, a0 + i, out, o0 + i, n - i, Ms, shifts, r0 + i,
+                          acc if bias is None else bias, 0 if bias is None else 1, lo, hi)
+        if j < 0:
+            return
+        i += j
+        _requant_rows_py(acc, a0 + i, out, o0 + i, 1, Ms, shifts, r0 + i, bias, lo, hi)
+        i += 1
+
+
+@micropython.viper
+def relu(v, v0: int, n: int):
+    p = ptr16(v)
+    for i in range(v0, v0 + n):
+        if int(p[i]) & 0x8000:
+            p[i] = 0
+
+
+@micropython.viper
+def expert_input(a, a0: int, d: int, P: int, u, dp: int):
+    # u = a[a0:a0+d] * 2^P (int8 -> int16), zero-padded to dp (spec §6.4)
+    pa = ptr8(a)
+    pu = ptr16(u)
+    for q in range(d):
+        pu[q] = ((int(pa[a0 + q]) ^ 0x80) - 0x80) << P
+    for q in range(d, dp):
+        pu[q] = 0
+
+
+@micropython.viper
+def mix_add(mix, h, gate: int, f: int, first: int):
+    # mix[q] (=, or += when not first) gate * h[q]: Q15 gate, int16 h, int32 mix
+    pm = ptr32(mix)
+    ph = ptr16(h)
+    if first:
+        for q in range(f):
+            pm[q] = gate * ((int(ph[q]) ^ 0x8000) - 0x8000)
+    else:
+        for q in range(f):
+            pm[q] = int(pm[q]) + gate * ((int(ph[q]) ^ 0x8000) - 0x8000)
+
+
+@micropython.viper
+def mix_round(mix, m, f: int):
+    # m[q] = sat16(rshift_round(mix[q], 15))
+    pm = ptr32(mix)
+    po = ptr16(m)
+    top = 1 << 29
+    top = top << 2                # 2^31, made at run time: mpy-cross keeps small-int literals < 2^30
+    for q in range(f):
+        v = int(pm[q])
+        v = (((v ^ top) - top) + 16384) >> 15    # sign-extended where ints have 64 bits
+        if v > 32767:
+            v = 32767
+        elif v < -32768:
+            v = -32768
+        po[q] = v

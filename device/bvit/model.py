@@ -147,7 +147,12 @@ class Classifier:
         gc.collect()
         from . import frames, nn, ops
         F, N = frames, nn
-        self.k = ops.load(backend)
+        self.k = k = ops.load(backend)
+        self._rq = ops.get(k, "requant_rows")
+        self._relu = ops.get(k, "relu")
+        self._xin = ops.get(k, "expert_input")
+        self._mixadd = ops.get(k, "mix_add")
+        self._mixround = ops.get(k, "mix_round")
         C = self.cfg["in_channels"]
         A, B, sh = array("i", bytes(4 * C)), array("i", bytes(4 * C)), array("i", bytes(4 * C))
         self._read(INA, 0, A, 4 * C)
@@ -353,7 +358,7 @@ class Classifier:
             for t in range(n):
                 self._read(EMB, 4 * t * d, Bt, 4 * d)          # token t's bias row
                 k.matvec8(tok, t * pd, pd, w, nr, acc)
-                N.requant_rows(acc, 0, x, t * d + r0, nr, M, S, r0, B, -32768, 32767)
+                self._rq(acc, 0, x, t * d + r0, nr, M, S, r0, B, -32768, 32767)
             r0 += nr
 
     def _ln(self, x, n, d, slot_g, slot_b, sh, E, out):
@@ -384,7 +389,7 @@ class Classifier:
             w, nr = self._wrows(o + QKVW, d3, d, r0)
             for t in range(n):
                 k.matvec8(a, t * d, d, w, nr, acc)
-                N.requant_rows(acc, 0, kv, t * d2 + r0 - d, nr, M, S, r0, B)
+                self._rq(acc, 0, kv, t * d2 + r0 - d, nr, M, S, r0, B)
             r0 += nr
         q0 = n * d2                             # the query lives after the keys and values
         cut = N.softmax_cutoff(sM, ssh)
@@ -395,7 +400,7 @@ class Classifier:
             while r0 < d:
                 w, nr = self._wrows(o + QKVW, d3, d, r0, d)
                 k.matvec8(a, t * d, d, w, nr, acc)
-                N.requant_rows(acc, 0, kv, q0 + r0, nr, M, S, r0, B)
+                self._rq(acc, 0, kv, q0 + r0, nr, M, S, r0, B)
                 r0 += nr
             N.attention_row(kv, q0, 0, d, d2, n, d, heads, sM, ssh, oM, osh, a, t * d, srow,
                             hacc, scores, pv, cut)
@@ -407,7 +412,7 @@ class Classifier:
             while r0 < d:
                 w, nr = self._wrows(o + PRW, d, d, r0)
                 k.matvec8(a, t * d, d, w, nr, acc)
-                N.requant_rows(acc, 0, y, r0, nr, M, S, r0, B, -32768, 32767)
+                self._rq(acc, 0, y, r0, nr, M, S, r0, B, -32768, 32767)
                 r0 += nr
             N.residual_add(x, t * d, y, 0, d, Ma, Mb, rsh, x, t * d)
 
@@ -483,44 +488,34 @@ class Classifier:
         self._params(i, WOM, WOS, WOB, d, M2, S2, B2)
         u, h, mix, m, y, acc = self._u, self._h, self._mix, self._m, self._y, self._acc
         idx, gates = self._idx, self._gates
-        bfly, tern = k.butterfly_ph, k.ternary_stream
+        bfly, tern, rq = k.butterfly_ph, k.ternary_stream, self._rq
+        xin, relu, mixadd = self._xin, self._relu, self._mixadd
         Ma, Mb, rsh = q[b + 12], q[b + 13], q[b + 14]
         for t in range(n):
             ao = t * d
             for j in range(kk):
                 e = idx[t * kk + j]
-                gate = gates[t * kk + j]
-                for q in range(d):              # 10. u = a * 2^P (int16), zero-padded
-                    u[q] = a[ao + q] << P
-                for q in range(d, dp):
-                    u[q] = 0
+                xin(a, ao, d, P, u, dp)         # 10. u = a * 2^P (int16), zero-padded
                 raw, b0 = self._phases(o + PHI, e, nph, self._phi)
                 bfly(u, raw, b0, nl, dp)        # 11. u = B(phi_e) u
                 r0 = 0
                 while r0 < f:                   # 12. h = requant(W_in u), int16
                     tr, t0, nr = self._trows(o + WIN, f, d, r0, 0)
                     tern(tr, t0, nr, d, u, acc)
-                    N.requant_rows(acc, 0, h, r0, nr, M, S, r0, None, -32768, 32767)
+                    rq(acc, 0, h, r0, nr, M, S, r0, None, -32768, 32767)
                     r0 += nr
                 for q in range(f, fp):
                     h[q] = 0
                 raw, b0 = self._phases(o + THETA, e, nth, self._theta)
                 bfly(h, raw, b0, nl, fp)        # 13. h = relu(B(theta_e) h)
-                N.relu(h, 0, f)
-                if j == 0:                      # 14. mixture: sum_j g_j h_j (int32)
-                    for q in range(f):
-                        mix[q] = gate * h[q]
-                else:
-                    for q in range(f):
-                        mix[q] += gate * h[q]
-            for q in range(f):
-                v = (mix[q] + 16384) >> 15
-                m[q] = 32767 if v > 32767 else -32768 if v < -32768 else v
+                relu(h, 0, f)
+                mixadd(mix, h, gates[t * kk + j], f, j == 0)   # 14. sum_j g_j h_j (int32)
+            self._mixround(mix, m, f)
             r0 = 0
             while r0 < d:                       # 15. y = requant(W_out m + b), int16
                 tr, t0, nr = self._trows(o + WOUT, d, f, r0, 1)
                 tern(tr, t0, nr, f, m, acc)
-                N.requant_rows(acc, 0, y, r0, nr, M2, S2, r0, B2, -32768, 32767)
+                rq(acc, 0, y, r0, nr, M2, S2, r0, B2, -32768, 32767)
                 r0 += nr
             N.residual_add(x, ao, y, 0, d, Ma, Mb, rsh, x, ao)   # 16.
 

@@ -70,15 +70,26 @@ def requant_vec(acc, a0, out, o0, n, M, shift, lo=-128, hi=127):
 
 def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
     """out[o0+i] = requant(acc[a0+i] + bias[r0+i], Ms[r0+i], shifts[r0+i]): per-row
-    multipliers (and optional int32 bias) of rows r0 .. r0+n-1 of a layer."""
-    if bias is None:
-        for i in range(n):
-            r = r0 + i
-            out[o0 + i] = requant(acc[a0 + i], Ms[r], shifts[r], lo, hi)
-    else:
-        for i in range(n):
-            r = r0 + i
-            out[o0 + i] = requant(acc[a0 + i] + bias[r], Ms[r], shifts[r], lo, hi)
+    multipliers (and optional int32 bias) of rows r0 .. r0+n-1 of a layer. (requant's
+    small-int form, written out: a call per element would cost more than the arithmetic.)"""
+    for i in range(n):
+        r = r0 + i
+        v = acc[a0 + i]
+        if bias is not None:
+            v += bias[r]
+        M = Ms[r]
+        s = shifts[r]
+        if M == 0:
+            y = 0
+        elif s >= 16:
+            y = ((v >> 15) * M + (((v & 0x7FFF) * M) >> 15) + (1 << (s - 16))) >> (s - 15)
+        elif v >= 65536:
+            y = hi
+        elif v <= -65536:
+            y = lo
+        else:
+            y = (v * M + (1 << (s - 1))) >> s
+        out[o0 + i] = lo if y < lo else hi if y > hi else y
 
 
 # ---------------------------------------------------------------- spec §8
@@ -213,6 +224,31 @@ def relu(v, v0, n):
     for i in range(v0, v0 + n):
         if v[i] < 0:
             v[i] = 0
+
+
+def expert_input(a, a0, d, P, u, dp):
+    """u = a[a0:a0+d] * 2^P (int8 -> int16), zero-padded to dp (spec §6.4)."""
+    for q in range(d):
+        u[q] = a[a0 + q] << P
+    for q in range(d, dp):
+        u[q] = 0
+
+
+def mix_add(mix, h, gate, f, first):
+    """The expert mixture (docs/integer-model.md step 14): mix[q] = (or +=) gate * h[q]."""
+    if first:
+        for q in range(f):
+            mix[q] = gate * h[q]
+    else:
+        for q in range(f):
+            mix[q] += gate * h[q]
+
+
+def mix_round(mix, m, f):
+    """m[q] = sat16(rshift_round(mix[q], 15)): the mixture back to int16."""
+    for q in range(f):
+        v = (mix[q] + 16384) >> 15
+        m[q] = 32767 if v > 32767 else -32768 if v < -32768 else v
 
 
 def residual_add(a, a0, b, b0, n, Ma, Mb, shift, out, o0, lo=-32768, hi=32767):

@@ -8,10 +8,13 @@
 # A backend is a module with NAME and the functions in NAMES, with the signatures and
 # results of bvit.kernels (the pure-MicroPython reference on the board, equal to
 # host/butterflyvit/intops.py); tests/test_device_kernels.py checks every backend op by op.
+# get(backend, name): the backend's function, or bvit.nn's for an OPTIONAL one it lacks.
 # Nothing here needs viper: on CircuitPython or the WebAssembly port bvit.kviper does not
 # compile and the pure kernels are used.
 
 NAMES = ("matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv")
+# Per-element steps a backend may also provide (else bvit.nn's are used): same signatures.
+OPTIONAL = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")
 ORDER = ("native", "viper", "python")
 
 
@@ -54,3 +57,11 @@ def available():
         except ValueError:
             pass
     return out
+
+
+def get(backend, name):
+    f = getattr(backend, name, None)
+    if f is None:
+        from . import nn
+        f = getattr(nn, name)
+    return f

@@ -1,0 +1,248 @@
+"""Speed and RAM of the board's code (device/bvit) on real MicroPythons, per kernel backend.
+
+    .venv/bin/python benchmarks/device_speed.py [--model models/pico-fmnist.bvit]
+        [--images 10] [--out benchmarks/results/device_speed.md]
+
+For each backend the unix MicroPython has (viper, pure python; native when
+BVITNATIVE_MICROPYTHON names a MicroPython built with the bvitnative module), with the
+bvit package precompiled by mpy-cross (as copied to a small board):
+- ms per image: Fashion-MNIST test images as 28x28 GRAYSCALE frame files, the model loaded
+  once, each image timed with ticks_us around classify_frame (frame -> tokens -> logits);
+- the heap: in use after loading (code + model buffers), the peak live heap during the
+  forward (collected at block boundaries), under -X heapsize=96k;
+- the smallest -X heapsize (2 KB steps) in which classify.py completes;
+- the logits are checked against the numpy reference for every timed image.
+The WebAssembly MicroPython (npm, pure kernels, ms ticks) is timed on 2 images.
+Writes a markdown table (and the same numbers as JSON next to it) with the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "host"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import numpy as np  # noqa: E402
+
+from butterflyvit.data import read_idx  # noqa: E402
+from butterflyvit.intmodel import IntModel  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+BENCH = r"""
+import sys, gc
+from bvit.model import Classifier
+from bvit.frames import frame_file
+from bvit.timing import HeapProbe, ticks_us, ticks_diff
+probe = HeapProbe(True)
+net = Classifier(sys.argv[1], backend=sys.argv[2], weight_buffer=int(sys.argv[3]), probe=probe)
+gc.collect()
+loaded = gc.mem_alloc()
+probe.peak = loaded
+print("LOADED", net.k.NAME, loaded, probe.total, net.ram)
+for path in sys.argv[4:]:
+    fr = frame_file(path)
+    t = ticks_us()
+    lg = net.classify_frame(fr)
+    t = ticks_diff(ticks_us(), t)
+    fr.close()
+    print("IMG", t, " ".join(str(v) for v in lg))
+print("PEAK", probe.peak)
+"""
+
+
+def mpy_package(dest: Path, mpy_cross: Path) -> None:
+    out = dest / "bvit"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in sorted((REPO / "device" / "bvit").glob("*.py")):
+        subprocess.run([str(mpy_cross), "-march=x64", "-o", str(out / (src.stem + ".mpy")), str(src)],
+                       check=True, capture_output=True)
+
+
+def run_mp(exe, board: Path, args, heap="96k", timeout=900):
+    env = dict(os.environ, MICROPYPATH=f"{board}:.frozen")
+    return subprocess.run([str(exe), "-X", f"heapsize={heap}", *map(str, args)], cwd=board, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def bench(exe, board, model, backend, wb, frames, ref):
+    p = run_mp(exe, board, [board / "bench.py", model, backend, wb, *frames])
+    if p.returncode:
+        return {"error": (p.stdout + p.stderr).strip().splitlines()[-1]}
+    out = p.stdout.splitlines()
+    _, name, loaded, total, ram = out[0].split()
+    ms, exact = [], 0
+    for line, want in zip([x for x in out if x.startswith("IMG")], ref):
+        parts = line.split()
+        ms.append(int(parts[1]) / 1000)
+        exact += [int(v) for v in parts[2:]] == want
+    peak = int(out[-1].split()[1])
+    return {"backend": name, "ms": ms, "mean_ms": statistics.fmean(ms), "median_ms": statistics.median(ms),
+            "bit_exact": f"{exact}/{len(ms)}", "loaded_kb": int(loaded) / 1024, "peak_kb": peak / 1024,
+            "heap_kb": int(total) / 1024, "buffers_kb": int(ram) / 1024}
+
+
+def min_heap(exe, board, backend, wb, lo=60, hi=160):
+    """Smallest -X heapsize=NNk (2 KB steps) in which classify.py completes."""
+    def ok(kb):
+        p = run_mp(exe, board, [board / "classify.py", "--backend", backend, "--weight-buffer", wb],
+                   heap=f"{kb}k")
+        return p.returncode == 0 and "time:" in p.stdout
+    if not ok(hi):
+        return None
+    while hi - lo > 2:
+        mid = (lo + hi) // 2 // 2 * 2
+        if mid in (lo, hi):
+            break
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def wasm_time(model: Path, frames, tmp: Path):
+    node = shutil.which("node")
+    if not node or not (REPO / "node_modules/@micropython/micropython-webassembly-pyscript").exists():
+        return None
+    cmd = [node, str(REPO / "tests/wasm_micropython.mjs"), "--heapsize", "2m",
+           "--copy", f"{REPO / 'device'}:/device", "--path", "/device", "--copy", f"{model}:/m.bvit"]
+    names = []
+    for f in frames:
+        cmd += ["--copy", f"{f}:/f/{Path(f).name}"]
+        names.append(f"/f/{Path(f).name}")
+    cmd += [str(tmp / "bench.py"), "/m.bvit", "auto", "4096", *names]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if p.returncode:
+        return {"error": p.stderr.strip()[-300:]}
+    ms = [int(line.split()[1]) / 1000 for line in p.stdout.splitlines() if line.startswith("IMG")]
+    return {"backend": p.stdout.split()[1], "ms": ms, "mean_ms": statistics.fmean(ms)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(REPO / "models" / "pico-fmnist.bvit"),
+                    help="model file (default: the shipped model; if it is missing, a pico-shaped "
+                         "model with deterministic random weights)")
+    ap.add_argument("--images", type=int, default=10, help="images per backend (pure: a third)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "device_speed.md"))
+    args = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bvit-bench-"))
+    board = tmp / "board"
+    board.mkdir()
+    model = Path(args.model)
+    if model.exists():
+        model_note = f"`{model.relative_to(REPO) if model.is_relative_to(REPO) else model}`"
+    else:
+        from butterflyvit.modelfile import encode_model
+        from test_device_model import pico_random_model
+        model = tmp / "pico-random.bvit"
+        model.write_bytes(encode_model(*pico_random_model()))
+        model_note = ("a pico-shaped model with deterministic random weights "
+                      "(`tests/test_device_model.py::pico_random_model`; the shipped model was not found)")
+    shutil.copy(model, board / "model.bvit")
+    mpy_package(board, BIN / "mpy-cross")
+    shutil.copy(REPO / "device" / "classify.py", board / "classify.py")
+    (board / "bench.py").write_text(BENCH)
+    (tmp / "bench.py").write_text(BENCH)
+    images = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")
+    frames = []
+    for i in range(args.images):
+        f = board / f"fm{i}_28x28.gray"
+        f.write_bytes(images[i].tobytes())
+        frames.append(str(f))
+    (board / "image.gray").write_bytes(images[0].tobytes())
+    im = IntModel.load(model)
+    ref = [[int(v) for v in im.forward_pixels(images[i][None]).logits] for i in range(args.images)]
+
+    runs = []
+    exes = [("unix", BIN / "micropython", ["viper", "python"])]
+    if os.environ.get("BVITNATIVE_MICROPYTHON"):
+        exes.append(("unix+bvitnative", Path(os.environ["BVITNATIVE_MICROPYTHON"]), ["native"]))
+    for port, exe, backends in exes:
+        for backend in backends:
+            n = args.images if backend != "python" else max(2, args.images // 3)
+            for wb in ("4096", "2048"):
+                t0 = time.time()
+                r = bench(exe, board, board / "model.bvit", backend, wb, frames[:n], ref)
+                r.update({"port": port, "requested": backend, "weight_buffer": int(wb),
+                          "min_heap_kb": min_heap(exe, board, backend, wb), "images": n})
+                r["wall_s"] = round(time.time() - t0, 1)
+                runs.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k != "ms"}), file=sys.stderr)
+    wasm = wasm_time(model, frames[:2], tmp)
+
+    mp_version = subprocess.run([str(BIN / "micropython"), "-c", "import sys; print(sys.version, sys.implementation._machine)"],
+                                capture_output=True, text=True).stdout.strip()
+    cmd = "python benchmarks/device_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# The board's code on real MicroPythons: ms per image and RAM",
+        "",
+        f"Command: `{cmd.strip()}` (writes this file and `device_speed.json`).",
+        f"Model: {model_note}, {model.stat().st_size} bytes. Images: Fashion-MNIST test images "
+        "0.., 28x28 GRAYSCALE frame files; every timed image's int32 logits are compared with "
+        "`butterflyvit.intmodel` (column *exact*).",
+        f"MicroPython: unix port {mp_version} (64-bit: objects and code take about twice a "
+        "32-bit board's RAM); the `bvit` package precompiled with `mpy-cross -march=x64`, as "
+        "copied to a board. Host CPU: " + (platform.processor() or platform.machine()) + ".",
+        "",
+        "ms per image: `ticks_us` around `Classifier.classify_frame` (frame file -> tokens -> "
+        "logits; the model loaded once). Heap, under `-X heapsize=96k`: *after load* = "
+        "`gc.mem_alloc()` after loading (code + model buffers), *peak* = the largest live heap "
+        "seen at block boundaries during the forward (after a collection). *min heap* = the "
+        "smallest `-X heapsize` (2 KB steps) in which `classify.py` completes.",
+        "",
+        "| port | kernels | weight buffer | images | exact | ms/image (mean) | ms/image (median) | heap after load | peak heap | min heap |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['port']} | {r['requested']} | {r['weight_buffer']} | - | - | "
+                         f"failed: {r['error']} | | | | |")
+            continue
+        mh = f"{r['min_heap_kb']} KB" if r["min_heap_kb"] else "> 160 KB"
+        lines.append(f"| {r['port']} | {r['backend']} | {r['weight_buffer']} B | {r['images']} | "
+                     f"{r['bit_exact']} | {r['mean_ms']:.0f} | {r['median_ms']:.0f} | "
+                     f"{r['loaded_kb']:.1f} KB | {r['peak_kb']:.1f} KB | {mh} |")
+    if wasm and "error" not in wasm:
+        lines.append(f"| WebAssembly (npm, node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}) | "
+                     f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | - | {wasm['mean_ms']:.0f} | "
+                     f"{statistics.median(wasm['ms']):.0f} | - | - | - |")
+    if not os.environ.get("BVITNATIVE_MICROPYTHON"):
+        lines += ["", "Native module: not measured. No MicroPython built with `bvitnative` is available "
+                  "here (MicroPython's source is on no registry); set `BVITNATIVE_MICROPYTHON` to such "
+                  "an executable and rerun to add its row."]
+    lines += ["", "Notes:",
+              "- viper compiles the hot loops (int8 dot products, the ternary trit stream, the "
+              "phase butterfly, attention's inner products) to machine code; the per-token ops "
+              "(LayerNorm, softmax, routing, requantisation) stay in Python in both columns.",
+              "- A smaller weight buffer means more reads of the model file per image (w_in and "
+              "w_out no longer fit together) for less RAM.",
+              "- On a board these figures scale with the CPU: the unix port runs on a desktop core "
+              "(GHz, caches); an RP2040 at 133 MHz is one to two orders of magnitude slower."]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"model": model_note, "runs": runs, "wasm": wasm,
+                                                    "micropython": mp_version}, indent=1) + "\n")
+    print(out.read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
