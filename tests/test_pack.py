@@ -88,7 +88,7 @@ def test_bits_per_trit_pico_shape(tmp_path):
     assert rep["trit_bytes"] == cfg.depth * 2 * math.ceil(cfg.dim * cfg.ffn_dim / 5)
     assert 1.6 <= rep["bits_per_trit"] < 1.6002
     assert rep["trit_efficiency"] > 0.99
-    assert [b["fits"] for b in rep["boards"]] == [True] * 4
+    assert any("pico" in b["board"] and b["fits"] for b in rep["boards"])
     # every section belongs to a reported part
     assert {part_of(n) for n in expected_shapes(cfg)} == {k for k, _ in PARTS} - {"metadata", "container"}
 
