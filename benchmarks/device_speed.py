@@ -92,6 +92,7 @@ def bench(exe, board, model, backend, wb, frames, ref):
         exact += [int(v) for v in parts[2:]] == want
     peak = int(out[-1].split()[1])
     return {"backend": name, "ms": ms, "mean_ms": statistics.fmean(ms), "median_ms": statistics.median(ms),
+            "min_ms": min(ms),
             "bit_exact": f"{exact}/{len(ms)}", "loaded_kb": int(loaded) / 1024, "peak_kb": peak / 1024,
             "heap_kb": int(total) / 1024, "buffers_kb": int(ram) / 1024}
 
@@ -187,8 +188,11 @@ def main(argv=None):
                 print(json.dumps({k: v for k, v in r.items() if k != "ms"}), file=sys.stderr)
     wasm = wasm_time(model, frames[:2], tmp)
 
-    mp_version = subprocess.run([str(BIN / "micropython"), "-c", "import sys; print(sys.version, sys.implementation._machine)"],
+    mp_version = subprocess.run([str(BIN / "micropython"), "-c",
+                                 "import sys; v = sys.implementation.version; "
+                                 "print('%d.%d.%d' % v[:3], v[3] if len(v) > 3 else '', sys.implementation._machine)"],
                                 capture_output=True, text=True).stdout.strip()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cmd = "python benchmarks/device_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "# The board's code on real MicroPythons: ms per image and RAM",
@@ -207,7 +211,11 @@ def main(argv=None):
         "seen at block boundaries during the forward (after a collection). *min heap* = the "
         "smallest `-X heapsize` (2 KB steps) in which `classify.py` completes.",
         "",
-        "| port | kernels | weight buffer | images | exact | ms/image (mean) | ms/image (median) | heap after load | peak heap | min heap |",
+        f"The host had {os.cpu_count()} cores shared with other jobs (load average {load:.1f} "
+        "when the run ended), so wall-clock times vary from run to run; *best* is the fastest "
+        "image, the least disturbed figure." if load is not None else "",
+        "",
+        "| port | kernels | weight buffer | images | exact | ms/image (best) | ms/image (median) | heap after load | peak heap | min heap |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
@@ -217,11 +225,11 @@ def main(argv=None):
             continue
         mh = f"{r['min_heap_kb']} KB" if r["min_heap_kb"] else "> 160 KB"
         lines.append(f"| {r['port']} | {r['backend']} | {r['weight_buffer']} B | {r['images']} | "
-                     f"{r['bit_exact']} | {r['mean_ms']:.0f} | {r['median_ms']:.0f} | "
+                     f"{r['bit_exact']} | {r['min_ms']:.0f} | {r['median_ms']:.0f} | "
                      f"{r['loaded_kb']:.1f} KB | {r['peak_kb']:.1f} KB | {mh} |")
     if wasm and "error" not in wasm:
         lines.append(f"| WebAssembly (npm, node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}) | "
-                     f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | - | {wasm['mean_ms']:.0f} | "
+                     f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | - | {min(wasm['ms']):.0f} | "
                      f"{statistics.median(wasm['ms']):.0f} | - | - | - |")
     if not os.environ.get("BVITNATIVE_MICROPYTHON"):
         lines += ["", "Native module: not measured. No MicroPython built with `bvitnative` is available "

@@ -21,6 +21,7 @@ import micropython
 from .nn import requant_rows as _requant_rows_py
 
 NAME = "viper"
+EXTRAS = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")   # bvit.ops.OPTIONAL
 
 # SIN_Q14[i] = floor(16384 * sin(i * pi / 512) + 0.5), i = 0..256 (spec §0.2, §6.2).
 SIN_Q14 = array("h", (

@@ -8,12 +8,13 @@
 # A backend is a module with NAME and the functions in NAMES, with the signatures and
 # results of bvit.kernels (the pure-MicroPython reference on the board, equal to
 # host/butterflyvit/intops.py); tests/test_device_kernels.py checks every backend op by op.
-# get(backend, name): the backend's function, or bvit.nn's for an OPTIONAL one it lacks.
+# get(backend, name): the backend's function if its EXTRAS list it, else bvit.nn's.
 # Nothing here needs viper: on CircuitPython or the WebAssembly port bvit.kviper does not
 # compile and the pure kernels are used.
 
 NAMES = ("matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv")
-# Per-element steps a backend may also provide (else bvit.nn's are used): same signatures.
+# Per-element steps a backend may also provide, listed in its EXTRAS (else bvit.nn's are
+# used): bvit.nn's signatures.
 OPTIONAL = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")
 ORDER = ("native", "viper", "python")
 
@@ -24,7 +25,7 @@ def _import(which):
     elif which == "viper":
         from . import kviper as m
     elif which == "native":
-        from . import knative as m
+        import bvitnative as m              # the C module (native/, docs/native.md)
     else:
         raise ValueError("unknown kernel backend %r (choose auto, native, viper or python)" % (which,))
     return m
@@ -60,8 +61,7 @@ def available():
 
 
 def get(backend, name):
-    f = getattr(backend, name, None)
-    if f is None:
-        from . import nn
-        f = getattr(nn, name)
-    return f
+    if name in getattr(backend, "EXTRAS", ()):
+        return getattr(backend, name)
+    from . import nn
+    return getattr(nn, name)
