@@ -35,13 +35,29 @@ def _micropython():
     return str(exe)
 
 
-def _run_board(exe, heapsize, device_dir, model, frame, size, backend):
-    """device/classify.py on the unix port; returns (logits, the lines it printed)."""
+def _install_board(exe, device_dir, board_dir):
+    """The device code as a small board holds it: bvit/ precompiled with mpy-cross for this
+    MicroPython (compiling .py on import would need more heap than a board has), classify.py."""
+    import shutil
+    import subprocess
+
+    from ..harness.files import compile_mpy, device_files
+
+    mpy = int(subprocess.run([exe, "-c", "import sys; print(sys.implementation._mpy)"],
+                             capture_output=True, text=True, check=True).stdout)
+    (board_dir / "bvit").mkdir(parents=True, exist_ok=True)
+    for local, remote in compile_mpy(device_files(device_dir), mpy, board_dir / "bvit"):
+        if (board_dir / remote).resolve() != local.resolve():
+            shutil.copyfile(local, board_dir / remote)
+
+
+def _run_board(exe, heapsize, board_dir, model, frame, size, backend):
+    """classify.py on the unix port; returns (logits, the lines it printed)."""
     import os
     import subprocess
 
-    env = dict(os.environ, MICROPYPATH=f"{device_dir}{os.pathsep}.frozen")
-    cmd = [exe, "-X", f"heapsize={heapsize}", str(device_dir / "classify.py"),
+    env = dict(os.environ, MICROPYPATH=f"{board_dir}{os.pathsep}.frozen")
+    cmd = [exe, "-X", f"heapsize={heapsize}", str(board_dir / "classify.py"),
            "--model", str(model), "--input", str(frame), "--size", size,
            "--backend", backend, "--logits"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -102,6 +118,8 @@ def run(args) -> int:
     frames = out / "frames"
     frames.mkdir(exist_ok=True)
     exe = _micropython()
+    board_dir = out / "board"
+    _install_board(exe, repo / "device", board_dir)
     size = f"{cfg.image_size}x{cfg.image_size}"
     classes = net.classes
     rows, exact, board_right, host_right = [], 0, 0, 0
@@ -113,7 +131,7 @@ def run(args) -> int:
         label = int(test.labels[i])
         host = net.forward_frame(pixels.tobytes(), cfg.image_size, cfg.image_size, "GRAYSCALE")
         host_logits = [int(v) for v in host.logits]
-        board_logits, lines = _run_board(exe, args.heapsize, repo / "device", model_file, frame,
+        board_logits, lines = _run_board(exe, args.heapsize, board_dir, model_file, frame,
                                          size, args.backend)
         timing = next((line for line in lines if line.startswith("time:")), "")
         ms = timing.split()[1] if timing else "?"
