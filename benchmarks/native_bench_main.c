@@ -12,7 +12,8 @@
  *     naive_expert          the same expert with the plain ternary loop (and the int16
  *                           butterflies of the public API)
  *     dense_expert          a dense int8 expert of the same shape: linear 64 -> 256 int8
- *                           weights, requant16, ReLU (what a standard MoE runs)
+ *                           weights, requant16, ReLU
+ *     dense_expert_full     a standard MoE expert: 64 -> 256 (ReLU) -> 64, int8 weights
  *   one token's feed-forward block (top-2):
  *     butterfly_ffn_token   2 experts + mixture + shared ternary W_out 256 -> 64 (+ bias)
  *     dense_ffn_token       2 dense experts (64 -> 256 -> 64 each, ReLU between) + mixture
@@ -99,6 +100,13 @@ NOINLINE void butterfly_ffn_token(const int8_t *x, const uint16_t *g, int16_t *y
     bvit_mix(hh, K, F, g, m16);
     bvit_ternary_linear(w_out_packed, D, F, m16, 16, w_out_bias, w_out_m, w_out_s, 1, y, 16,
                         tables, acc);
+}
+
+NOINLINE void dense_expert_full(const int8_t *x, int16_t *y)
+{
+    bvit_linear(x, D, dense_w1, F, NULL, w_in_m, w_in_s, 1, h8, 8);
+    bvit_relu_i8(h8, F);
+    bvit_linear(h8, F, dense_w2, D, w_out_bias, w_out_m, w_out_s, 1, y, 16);
 }
 
 NOINLINE void dense_ffn_token(const int8_t *x, const uint16_t *g, int16_t *y)
@@ -221,13 +229,21 @@ NOINLINE void model_forward(void)
 int main(void)
 {
     int i;
+    bvit_expert_t ex = expert_of(0);
+    uint16_t g[K] = {20000, 12768};
 #ifdef BENCH_MODEL_ONLY
     model_forward();
     printf("used_experts %d\n", used_experts);
     return 0;
 #endif
-    bvit_expert_t ex = expert_of(0);
-    uint16_t g[K] = {20000, 12768};
+#ifdef BENCH_CPI
+    /* a short run whose exec trace gives the instruction mix of the two experts */
+    bvit_rot_expand(phi_ph, NL * 32, rot_in);
+    bvit_rot_expand(theta_ph, NL * 128, rot_out);
+    bvit_expert_forward(&ex, bench_x, h16, work_in, work_out, tables);
+    dense_expert(bench_x, h16b);
+    return 0;
+#endif
 
     /* one expert, one token */
     bvit_rot_expand(phi_ph, NL * 32, rot_in);
@@ -243,6 +259,7 @@ int main(void)
     naive_expert(bench_x, h16b);
     printf("naive_equal %d\n", memcmp(h16, h16b, sizeof h16) == 0);
     dense_expert(bench_x, h16b);
+    dense_expert_full(bench_x, y16);
     /* the ternary product alone, both forms */
     for (i = 0; i < D; i++) {
         u16[i] = (int16_t)(bench_x[i] * 32);

@@ -81,6 +81,13 @@ def test_table_literals_match_their_formulas():
 
 # ---------------------------------------------------------------- §4 trits
 
+def test_division_free_packed_row_bytes():
+    """bvit_packed_row_bytes: ceil(n/5) as ((n + 4) * 52429) >> 18 in 32 bits, n <= 81915."""
+    m = np.arange(0, 81920, dtype=np.uint64)
+    assert ((m * 52429) < 2**32).all()
+    assert (((m * 52429) >> 18) == m // 5).all()
+
+
 @pytest.mark.parametrize("n", [1, 2, 4, 5, 6, 9, 10, 11, 64, 256, 1023])
 def test_unpack_and_check_trits(nat, rng, n):
     rows = 3

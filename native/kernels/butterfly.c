@@ -207,53 +207,73 @@ static int32_t next_bound(int32_t b)
     return ((b * 23171 + 8192) >> 14) + 1;
 }
 
-#define ROT_FAST(H)                                                                   \
+/* one rotation of the pair (p[0], p[H]) by (rot[0], rot[1]); fast: no saturation check */
+#define ROT1_FAST(P, H, R)                                                            \
     do {                                                                              \
-        int32_t *p = v;                                                               \
-        const int32_t *re = rot + n_pad;                                              \
-        while (rot != re) {                                                           \
-            const int32_t *be = rot + 2 * (H);                                        \
-            do {                                                                      \
-                int32_t x1 = p[0], x2 = p[H];                                         \
-                int32_t c = rot[0], s = rot[1];                                       \
-                int32_t t = c * x1, u = s * x2;                                       \
-                rot += 2;                                                             \
-                t = t - u;                                                            \
-                x1 = x1 * s;                                                          \
-                x2 = x2 * c;                                                          \
-                x2 = x2 + x1;                                                         \
-                p[0] = (t + k) >> 14;                                                 \
-                p[H] = (x2 + k) >> 14;                                                \
-                p++;                                                                  \
-            } while (rot != be);                                                      \
-            p += (H);                                                                 \
-        }                                                                             \
+        int32_t x1 = (P)[0], x2 = (P)[H];                                             \
+        int32_t c = (R)[0], s = (R)[1];                                               \
+        int32_t t = c * x1 - s * x2;                                                  \
+        int32_t u = s * x1 + c * x2;                                                  \
+        (P)[0] = (t + k) >> 14;                                                       \
+        (P)[H] = (u + k) >> 14;                                                       \
     } while (0)
 
+static int32_t sat16_32(int32_t y)
+{
+    return y < -32768 ? -32768 : (y > 32767 ? 32767 : y);
+}
 
-#define ROT_CHECKED(H)                                                                \
+/* the same with saturation; sums modulo 2^32 */
+#define ROT1_CHECKED(P, H, R)                                                         \
     do {                                                                              \
-        int32_t *p = v;                                                               \
-        const int32_t *re = rot + n_pad;                                              \
-        while (rot != re) {                                                           \
-            const int32_t *be = rot + 2 * (H);                                        \
-            do {                                                                      \
-                int32_t x1 = p[0], x2 = p[H];                                         \
-                int32_t c = rot[0], s = rot[1];                                       \
-                int32_t y1 = (int32_t)((uint32_t)(c * x1) - (uint32_t)(s * x2) + (uint32_t)k) >> 14; \
-                int32_t y2 = (int32_t)((uint32_t)(s * x1) + (uint32_t)(c * x2) + (uint32_t)k) >> 14; \
-                rot += 2;                                                             \
-                if ((int16_t)y1 != y1) {                                              \
-                    y1 = sat16(y1);                                                   \
+        int32_t x1 = (P)[0], x2 = (P)[H];                                             \
+        int32_t c = (R)[0], s = (R)[1];                                               \
+        int32_t y1 = (int32_t)((uint32_t)(c * x1) - (uint32_t)(s * x2) + (uint32_t)k) >> 14; \
+        int32_t y2 = (int32_t)((uint32_t)(s * x1) + (uint32_t)(c * x2) + (uint32_t)k) >> 14; \
+        if ((int16_t)y1 != y1) {                                                      \
+            y1 = sat16_32(y1);                                                        \
+        }                                                                             \
+        if ((int16_t)y2 != y2) {                                                      \
+            y2 = sat16_32(y2);                                                        \
+        }                                                                             \
+        (P)[0] = y1;                                                                  \
+        (P)[H] = y2;                                                                  \
+    } while (0)
+
+/*
+ * A stage with h = H (a constant): blocks of 2H, rotations (p[j], p[j + H]), the loops
+ * unrolled by hand (2, 4 or 8 rotations a step) so that short blocks pay little loop
+ * overhead per rotation.  Needs H = 1, 2, 4 or a multiple of 8.
+ */
+#define ROT4(ROT1, P, H, R)                                                           \
+    ROT1(P, H, R);                                                                    \
+    ROT1((P) + 1, H, (R) + 2);                                                        \
+    ROT1((P) + 2, H, (R) + 4);                                                        \
+    ROT1((P) + 3, H, (R) + 6)
+#define STAGE_H(ROT1, H)                                                              \
+    do {                                                                              \
+        int32_t *p = v, *end = v + n_pad;                                             \
+        if ((H) == 1) {                                                               \
+            for (; p != end; p += 2, rot += 2) {                                      \
+                ROT1(p, 1, rot);                                                      \
+            }                                                                         \
+        } else if ((H) == 2) {                                                        \
+            for (; p != end; p += 4, rot += 4) {                                      \
+                ROT1(p, 2, rot);                                                      \
+                ROT1(p + 1, 2, rot + 2);                                              \
+            }                                                                         \
+        } else if ((H) == 4) {                                                        \
+            for (; p != end; p += 8, rot += 8) {                                      \
+                ROT4(ROT1, p, 4, rot);                                                \
+            }                                                                         \
+        } else {                                                                      \
+            for (; p != end; p += (H)) {                                              \
+                int32_t *be = p + (H);                                                \
+                for (; p != be; p += 8, rot += 16) {                                  \
+                    ROT4(ROT1, p, H, rot);                                            \
+                    ROT4(ROT1, p + 4, H, rot + 8);                                    \
                 }                                                                     \
-                if ((int16_t)y2 != y2) {                                              \
-                    y2 = sat16(y2);                                                   \
-                }                                                                     \
-                p[0] = y1;                                                            \
-                p[H] = y2;                                                            \
-                p++;                                                                  \
-            } while (rot != be);                                                      \
-            p += (H);                                                                 \
+            }                                                                         \
         }                                                                             \
     } while (0)
 
@@ -261,19 +281,13 @@ static int32_t next_bound(int32_t b)
     do {                                                                              \
         size_t blk, j;                                                                \
         for (blk = 0; blk < n_pad; blk += 2u * h) {                                   \
-            int32_t *p1 = v + blk, *p2 = v + blk + h;                                 \
-            for (j = 0; j < h; j++) {                                                 \
-                int32_t x1 = p1[j], x2 = p2[j];                                       \
-                int32_t c = rot[0], s = rot[1];                                       \
-                int32_t y1 = (int32_t)((uint32_t)(c * x1) - (uint32_t)(s * x2) + (uint32_t)k) >> 14; \
-                int32_t y2 = (int32_t)((uint32_t)(s * x1) + (uint32_t)(c * x2) + (uint32_t)k) >> 14; \
-                rot += 2;                                                             \
+            int32_t *p1 = v + blk;                                                    \
+            for (j = 0; j < h; j++, rot += 2) {                                       \
                 if (CHECK) {                                                          \
-                    y1 = sat16(y1);                                                   \
-                    y2 = sat16(y2);                                                   \
+                    ROT1_CHECKED(p1 + j, h, rot);                                     \
+                } else {                                                              \
+                    ROT1_FAST(p1 + j, h, rot);                                        \
                 }                                                                     \
-                p1[j] = y1;                                                           \
-                p2[j] = y2;                                                           \
             }                                                                         \
         }                                                                             \
     } while (0)
@@ -285,20 +299,20 @@ static void stage32(int32_t *v, size_t n_pad, unsigned l, const int32_t *rot, in
     size_t h = (size_t)1 << l;
     if (fast) {
         switch (l) {
-            case 0: ROT_FAST(1); break;
-            case 1: ROT_FAST(2); break;
-            case 2: ROT_FAST(4); break;
-            case 3: ROT_FAST(8); break;
-            case 4: ROT_FAST(16); break;
+            case 0: STAGE_H(ROT1_FAST, 1); break;
+            case 1: STAGE_H(ROT1_FAST, 2); break;
+            case 2: STAGE_H(ROT1_FAST, 4); break;
+            case 3: STAGE_H(ROT1_FAST, 8); break;
+            case 4: STAGE_H(ROT1_FAST, 16); break;
             default: ROT_GENERIC(0); break;
         }
     } else {
         switch (l) {
-            case 0: ROT_CHECKED(1); break;
-            case 1: ROT_CHECKED(2); break;
-            case 2: ROT_CHECKED(4); break;
-            case 3: ROT_CHECKED(8); break;
-            case 4: ROT_CHECKED(16); break;
+            case 0: STAGE_H(ROT1_CHECKED, 1); break;
+            case 1: STAGE_H(ROT1_CHECKED, 2); break;
+            case 2: STAGE_H(ROT1_CHECKED, 4); break;
+            case 3: STAGE_H(ROT1_CHECKED, 8); break;
+            case 4: STAGE_H(ROT1_CHECKED, 16); break;
             default: ROT_GENERIC(1); break;
         }
     }

@@ -36,8 +36,13 @@ void bvit_expert_forward(const bvit_expert_t *e, const int8_t *x, int16_t *out,
         work_out[r] = 0;
     }
     bvit_butterfly32(work_out, e->n_pad_out, e->n_stages, e->theta_rot, bound);
-    for (i = 0; i < e->ffn; i++) {
-        int32_t v = work_out[i];
-        out[i] = (int16_t)(v < 0 ? 0 : v);
+    for (i = 0; i + 2u <= e->ffn; i += 2) { /* ReLU, int16 out */
+        int32_t v0 = work_out[i], v1 = work_out[i + 1];
+        out[i] = (int16_t)(v0 < 0 ? 0 : v0);
+        out[i + 1] = (int16_t)(v1 < 0 ? 0 : v1);
+    }
+    if (i < e->ffn) {
+        int32_t v0 = work_out[i];
+        out[i] = (int16_t)(v0 < 0 ? 0 : v0);
     }
 }

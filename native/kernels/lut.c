@@ -47,8 +47,19 @@ int32_t bvit_lut_group(int32_t *p, int32_t s0, int32_t x0, const int32_t *steps)
     }
     /* invalid bytes 243..255 decode as byte 121 (five zero trits) */
     s = T[121 * G];
-    for (d4 = 243; d4 < 256; d4++) {
-        T[d4 * G] = s;
-    }
+    p = T + 243 * G;
+    p[0] = s;
+    p[G] = s;
+    p[2 * G] = s;
+    p[3 * G] = s;
+    p[4 * G] = s;
+    p[5 * G] = s;
+    p[6 * G] = s;
+    p[7 * G] = s;
+    p[8 * G] = s;
+    p[9 * G] = s;
+    p[10 * G] = s;
+    p[11 * G] = s;
+    p[12 * G] = s;
     return s - s0;
 }

@@ -61,37 +61,40 @@ void bvit_ternary_matvec_i16(const uint8_t *packed, size_t rows, size_t n, const
 
 /* ---------------------------------------------------------------- LUT form */
 
-/* One group's column (lut.c) from its 5 inputs, plus s0 */
-static void group(int32_t *p, int32_t s0, int32_t x0, int32_t x1, int32_t x2, int32_t x3,
-                  int32_t x4)
+/* One group's column (lut.c) from its 5 inputs, plus s0; returns the inputs' sum */
+static int32_t group(int32_t *p, int32_t s0, int32_t x0, int32_t x1, int32_t x2, int32_t x3,
+                     int32_t x4)
 {
     int32_t steps[4];
     steps[0] = x1;                   /* next d1 */
     steps[1] = x2 - x1 - x1;         /* d1 = 2 -> next d2 */
     steps[2] = x3 - x2 - x2 - x2;    /* after the third d2 (its step included): next d3 */
     steps[3] = x4 - x3 - x3 - x3;    /* after the third d3 (its step included): next d4 */
-    (void)bvit_lut_group(p, s0, x0, steps);
+    return bvit_lut_group(p, s0, x0, steps);
 }
 
-#define BUILD_BODY(XT)                                                                \
-    int32_t s0 = 0;                                                                   \
-    size_t c, i, k;                                                                   \
-    size_t lo = 5u * g0, hi = 5u * (g0 + count);                                      \
-    for (i = lo; i < hi && i < n; i++) {                                              \
-        s0 -= x[i];                                                                   \
-    }                                                                                 \
-    for (c = 0; c < count; c++, s0 = 0) {                                             \
-        i = 5u * (g0 + c);                                                            \
-        if (i + 5u <= n) {                                                            \
-            group(tables + c, s0, x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4]);      \
-        } else {                                                                      \
-            int32_t v[5];                                                             \
-            for (k = 0; k < 5u; k++) {                                                \
-                v[k] = i + k < n ? (int32_t)x[i + k] : 0;                             \
-            }                                                                         \
-            group(tables + c, s0, v[0], v[1], v[2], v[3], v[4]);                      \
+#define GROUP_INPUTS(c, v)                                                            \
+    do {                                                                              \
+        size_t i_ = 5u * (g0 + (c)), k_;                                              \
+        for (k_ = 0; k_ < 5u; k_++) {                                                 \
+            v[k_] = i_ + k_ < n ? (int32_t)x[i_ + k_] : 0;                            \
         }                                                                             \
-    }
+    } while (0)
+#define BUILD_BODY(XT)                                                                \
+    int32_t sum = 0, v[5];                                                            \
+    size_t c;                                                                         \
+    for (c = 1; c < count; c++) {                                                     \
+        size_t i = 5u * (g0 + c);                                                     \
+        if (i + 5u <= n) {                                                            \
+            sum += group(tables + c, 0, x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4]); \
+        } else {                                                                      \
+            GROUP_INPUTS(c, v);                                                       \
+            sum += group(tables + c, 0, v[0], v[1], v[2], v[3], v[4]);                \
+        }                                                                             \
+    }                                                                                 \
+    GROUP_INPUTS(0, v);                                                               \
+    sum += v[0] + v[1] + v[2] + v[3] + v[4];                                          \
+    (void)group(tables, -sum, v[0], v[1], v[2], v[3], v[4]);
 
 void bvit_lut_build_i16(const int16_t *x, size_t n, size_t g0, size_t count, int32_t *tables)
 {
@@ -194,20 +197,16 @@ void bvit_ternary_matvec_lut_i16(const uint8_t *packed, size_t rows, size_t n,
  */
 #define RQ16_BODY(MSTEP)                                                              \
     for (; acc != end; acc++, M += (MSTEP), shift += (MSTEP)) {                       \
-        int32_t a = *acc, m = *M, k = *shift, h;                                      \
-        uint32_t u;                                                                   \
-        if (k >= 16) {                                                                \
+        int32_t a = *acc, m = *(const uint16_t *)M, h;                                \
+        uint32_t k = (uint32_t)*shift - 16u, u;                                       \
+        if (k <= 15u) { /* shift 16..31, the usual case */                            \
             int32_t y = (a >> 15) * m + (int32_t)((((uint32_t)a & 0x7FFFu) * (uint32_t)m) >> 15); \
-            k -= 16;                                                                  \
-            if (k > 31) {                                                             \
-                k = 31;                                                               \
-            }                                                                         \
             h = ((y >> k) + 1) >> 1;                                                  \
             if ((int16_t)h != h) {                                                    \
                 h = h < 0 ? -32768 : 32767;                                           \
             }                                                                         \
         } else {                                                                      \
-            h = bvit_mul_shift_sat(a, m, k, -32768, 32767);                           \
+            h = bvit_mul_shift_sat(a, m, *shift, -32768, 32767);                      \
         }                                                                             \
         *acc = h;                                                                     \
         u = (uint32_t)(h ^ (h >> 31));                                                \
