@@ -15,6 +15,7 @@ JSON present, each row with the exact command that produced it.
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -43,8 +44,19 @@ GRID = {
 }
 
 
+def run_flags(name, reg):
+    """Flags of a grid run; besides GRID's names, "bfly-E+reg=L" / "moe-E" for any E, L."""
+    if name in GRID:
+        return [f.format(reg=reg) for f in GRID[name]]
+    m = re.fullmatch(r"(bfly|moe)-(\d+)(?:\+reg=([0-9.e-]+))?", name)
+    if not m:
+        raise SystemExit(f"unknown run {name!r}")
+    flags = ["--ffn", "butterfly" if m[1] == "bfly" else "moe", "--experts", m[2]]
+    return flags + (["--smooth-weight", m[3]] if m[3] else [])
+
+
 def command(args, name):
-    flags = [f.format(reg=args.reg) for f in GRID[name]]
+    flags = run_flags(name, args.reg)
     cmd = ["butterflyvit", "train", "--dataset", args.dataset, "--preset", args.preset,
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
            "--seed", str(args.seed), "--eval-every", "0", "--no-progress"]
@@ -100,8 +112,12 @@ def write_table(order):
         ds = next(d for d in ("fashion-mnist", "cifar10", "digits") if path.stem.startswith(d))
         name = path.stem[len(ds) + 1:]
         rows.append((ds, name, m))
-    key = {n: i for i, n in enumerate(order)}
-    rows.sort(key=lambda r: (r[0], key.get(r[1], 99), r[1]))
+    def key(r):
+        m = re.fullmatch(r"(dense|moe|bfly)-?(\d*)(\+reg)?=?(.*)", r[1])
+        kind, e, reg, lam = m.groups() if m else (r[1], "", "", "")
+        return (r[0], int(e or 0), {"dense": 0, "moe": 1, "bfly": 2}.get(kind, 3), bool(reg),
+                float(lam or 0), r[1])
+    rows.sort(key=key)
     out = ["# Training accuracy: dense ViT vs standard MoE-ViT vs ButterflyViT", "",
            "Made by `benchmarks/train_accuracy.py`; every run is `butterflyvit train` with the "
            "command in the second table, one run at a time, 1 CPU thread, on a 2-core machine "
@@ -138,6 +154,7 @@ def write_table(order):
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
         cmds.append(f"| {ds} | {name} | `{m.get('command', '')}` |")
     out += ["", "| data | run | command |", "|---|---|---|"] + cmds + [""]
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train_accuracy.md").write_text("\n".join(out))
     print(f"wrote {RESULTS / 'train_accuracy.md'}", file=sys.stderr)
 
@@ -153,7 +170,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reg", type=float, default=0.1, help="smoothness weight of the +reg runs")
     p.add_argument("--train-subset", type=int)
-    p.add_argument("--runs", nargs="+", default=list(GRID), choices=list(GRID))
+    p.add_argument("--runs", nargs="+", default=list(GRID),
+                   help=f"runs: {' '.join(GRID)}, or bfly-E[+reg=L] / moe-E for other E, L")
     p.add_argument("--log-dir", default="/tmp")
     p.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
     p.add_argument("--table-only", action="store_true")
