@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "host"))
 sys.path.insert(0, str(REPO / "tests"))
 
-import numpy as np  # noqa: E402
 
 from butterflyvit.data import read_idx  # noqa: E402
 from butterflyvit.intmodel import IntModel  # noqa: E402

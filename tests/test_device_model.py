@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from butterflyvit import intops
 from butterflyvit.data import read_idx
 from butterflyvit.intmodel import IntModel, rgb_to_rgb565
 from butterflyvit.modelfile import encode_model
