@@ -12,6 +12,8 @@
  * Documented MicroPython C API only: mp_get_buffer_raise, mp_obj_get_int,
  * MP_DEFINE_CONST_FUN_OBJ_*, MP_REGISTER_MODULE.
  */
+#include <string.h>
+
 #include "py/runtime.h"
 #include "py/binary.h"
 #include "py/objtuple.h"
@@ -77,11 +79,22 @@ static void check(const char *msg)
     }
 }
 
-static void check_at(const char *msg, long where)
+/* trit errors worded as device/bvit/kernels.py: the offending byte's value, and the
+ * expected length of a stream */
+static void check_at(const char *msg, long where, const bvit_buf_t *packed, long t0, long rows,
+                     long n)
 {
-    if (msg != NULL && where >= 0) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%s (byte %d)"), msg + 1,
-                          (int)where);
+    if (msg != NULL && where >= 0 && msg[0] == 'V' && strstr(msg, "byte value") != NULL) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+                          MP_ERROR_TEXT("packed trits: byte value %d is not valid (0..242)"),
+                          (int)((const uint8_t *)packed->buf)[where]);
+    }
+    if (msg != NULL && strstr(msg, "expected more bytes") != NULL) {
+        unsigned long long need =
+            ((unsigned long long)t0 + (unsigned long long)rows * (unsigned long long)n + 4u) / 5u;
+        mp_raise_msg_varg(&mp_type_ValueError,
+                          MP_ERROR_TEXT("packed trits: expected %d bytes, got %d"),
+                          (int)(need > 0x7FFFFFFFu ? 0x7FFFFFFFu : need), (int)packed->len);
     }
     check(msg);
 }
@@ -93,8 +106,10 @@ static mp_obj_t mod_check_trits(mp_obj_t packed_in, mp_obj_t rows_in, mp_obj_t n
 {
     bvit_buf_t p;
     long where = -1;
+    const char *msg;
     get_buf(packed_in, &p, false);
-    check_at(bvit_api_check_trits(&p, get_long(rows_in), get_long(n_in), &where), where);
+    msg = bvit_api_check_trits(&p, get_long(rows_in), get_long(n_in), &where);
+    check_at(msg, where, &p, 0, 0, 0);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(check_trits_obj, mod_check_trits);
@@ -104,11 +119,12 @@ static mp_obj_t mod_unpack_trits(size_t n_args, const mp_obj_t *args)
 {
     bvit_buf_t p, out;
     long where = -1;
+    const char *msg;
     (void)n_args;
     get_buf(args[0], &p, false);
     get_buf(args[3], &out, true);
-    check_at(bvit_api_unpack_trits(&p, get_long(args[1]), get_long(args[2]), &out, &where),
-             where);
+    msg = bvit_api_unpack_trits(&p, get_long(args[1]), get_long(args[2]), &out, &where);
+    check_at(msg, where, &p, 0, 0, 0);
     return args[3];
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(unpack_trits_obj, 4, 4, mod_unpack_trits);
@@ -453,12 +469,14 @@ static mp_obj_t mod_ternary_stream(size_t n_args, const mp_obj_t *args)
 {
     bvit_buf_t p, x, out;
     long where = -1;
+    const char *msg;
     (void)n_args;
     get_buf(args[0], &p, false);
     get_buf(args[4], &x, false);
     get_buf(args[5], &out, true);
-    check_at(bvit_api_ternary_stream(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]),
-                                     &x, &out, &where), where);
+    msg = bvit_api_ternary_stream(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]), &x,
+                                  &out, &where);
+    check_at(msg, where, &p, get_long(args[1]), get_long(args[2]), get_long(args[3]));
     return args[5];
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ternary_stream_obj, 6, 6, mod_ternary_stream);
@@ -468,11 +486,13 @@ static mp_obj_t mod_stream_to_rows(size_t n_args, const mp_obj_t *args)
 {
     bvit_buf_t p, out;
     long where = -1;
+    const char *msg;
     (void)n_args;
     get_buf(args[0], &p, false);
     get_buf(args[4], &out, true);
-    check_at(bvit_api_stream_to_rows(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]),
-                                     &out, &where), where);
+    msg = bvit_api_stream_to_rows(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]), &out,
+                                  &where);
+    check_at(msg, where, &p, get_long(args[1]), get_long(args[2]), get_long(args[3]));
     return args[4];
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(stream_to_rows_obj, 5, 5, mod_stream_to_rows);

@@ -101,15 +101,15 @@ def test_unpack_and_check_trits(nat, rng, n):
     nat.check_trits(p, rows, n)
     bad = p.copy()
     bad[-1] = 243
-    with pytest.raises(ValueError, match="above 242"):
+    with pytest.raises(ValueError, match="byte value"):
         nat.check_trits(bad, rows, n)
-    with pytest.raises(ValueError, match="above 242"):
+    with pytest.raises(ValueError, match="byte value"):
         nat.unpack_trits(bad, rows, n, out)
     if n % 5:
         pad = p.copy()
         nb = -(-n // 5)
         pad[nb - 1] = 0  # five -1 trits: the padding ones are not zero
-        with pytest.raises(ValueError, match="padding"):
+        with pytest.raises(ValueError, match="padding trits must be zero"):
             nat.check_trits(pad, rows, n)
         with pytest.raises(ValueError):
             I.unpack_trits(pad.tobytes(), rows, n)

@@ -156,19 +156,29 @@ static const char *mult_view(const bvit_mult_t *m, size_t rows, mult_view_t *v)
 
 /* ---------------------------------------------------------------- trits */
 
+/* The messages of device/bvit/kernels.py; *where is the byte's index (the binding puts
+ * its value into "byte value B"). */
+#define MSG_BAD_BYTE "Vpacked trits: byte value is not valid (0..242)"
+#define MSG_PADDING "Vpacked trits: padding trits must be zero"
+
+static const char *trit_error(const bvit_buf_t *packed, long w, long *where)
+{
+    if (where) {
+        *where = w;
+    }
+    if (w < 0) {
+        return NULL;
+    }
+    return ((const uint8_t *)packed->buf)[w] > 242u ? MSG_BAD_BYTE : MSG_PADDING;
+}
+
 const char *bvit_api_check_trits(const bvit_buf_t *packed, long rows, long n, long *where)
 {
     long w;
     TRY(check_rows_n(rows, n));
     TRY(check_packed(packed, rows, n));
     w = bvit_check_trits((const uint8_t *)packed->buf, (size_t)rows, (size_t)n);
-    if (where) {
-        *where = w;
-    }
-    if (w >= 0) {
-        return "Vpacked trits: a byte above 242, or a non-zero padding trit";
-    }
-    return NULL;
+    return trit_error(packed, w, where);
 }
 
 const char *bvit_api_unpack_trits(const bvit_buf_t *packed, long rows, long n,
@@ -183,13 +193,7 @@ const char *bvit_api_unpack_trits(const bvit_buf_t *packed, long rows, long n,
     }
     w = bvit_unpack_trits((const uint8_t *)packed->buf, (size_t)rows, (size_t)n,
                           (int8_t *)out->buf);
-    if (where) {
-        *where = w;
-    }
-    if (w >= 0) {
-        return "Vpacked trits: a byte above 242, or a non-zero padding trit";
-    }
-    return NULL;
+    return trit_error(packed, w, where);
 }
 
 /* ---------------------------------------------------------------- ternary */
@@ -820,7 +824,7 @@ static const char *check_stream(const bvit_buf_t *packed, long t0, long rows, lo
     }
     end = ((unsigned long long)t0 + (unsigned long long)rows * (unsigned long long)n + 4u) / 5u;
     if (end > packed->len) {
-        return "Vpacked trits: the stream is shorter than t0 + rows * n trits";
+        return "Vpacked trits: expected more bytes (t0 + rows * n trits)";
     }
     p = (const uint8_t *)packed->buf;
     for (i = (unsigned long long)t0 / 5u; i < end && rows > 0 && n > 0; i++) {
@@ -828,7 +832,7 @@ static const char *check_stream(const bvit_buf_t *packed, long t0, long rows, lo
             if (where) {
                 *where = (long)i;
             }
-            return "Vpacked trits: a byte above 242";
+            return MSG_BAD_BYTE;
         }
     }
     return NULL;
