@@ -57,6 +57,8 @@ def sanitizer_preload() -> str:
     for name in ("libasan.so", "libubsan.so"):
         p = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True,
                            text=True, check=True).stdout.strip()
+        if not os.path.isabs(p) or not os.path.exists(p):
+            raise FileNotFoundError(f"gcc has no {name}")
         libs.append(os.path.realpath(p))
     return ":".join(libs)
 
