@@ -541,6 +541,6 @@ def test_every_op_bit_exact_on_wasm_micropython(wasm_micropython, kernel_cases):
 
 
 def test_hot_loops_do_not_allocate(micropython):
-    res = micropython.run(code=NOALLOC, heapsize="256k").check()
+    res = micropython.run(code=NOALLOC, heapsize="512k").check()
     assert res.stdout.split() in (["ok", "viper", "ok", "python"],
                                   ["ok", "native", "ok", "viper", "ok", "python"])
