@@ -184,7 +184,7 @@ def vectors():
 def test_kernels_on_target_equal_the_reference(target, vectors, cross_build_dir):
     t = TARGETS[target]
     if not t.available():
-        pytest.skip(f"{target}: missing {', '.join(t.missing_tools())}")
+        pytest.fail(f"{target}: missing {', '.join(t.missing_tools())}; run scripts/setup.sh")
     header, full = vectors
     small = target == "cortex-m0plus"
     prog = t.build([*SOURCES, MAIN], include_dirs=[KERNELS], generated={"vectors.h": header},

@@ -33,8 +33,7 @@ LUT = BC.LUT_ENTRIES
 
 @pytest.fixture(scope="module")
 def nat(tmp_path_factory):
-    if not BC.SOURCES:
-        pytest.skip("no native sources")
+    assert BC.SOURCES, "no native sources found under native/kernels"
     out = Path(os.environ.get("BVIT_NATIVE_LIBDIR") or tmp_path_factory.mktemp("native"))
     return BC.Native(BC.build_library(out, sanitize=SANITIZED))
 
@@ -686,7 +685,7 @@ def test_everything_again_under_asan_and_ubsan(tmp_path_factory):
         BC.build_library(libdir, sanitize=True)
         preload = BC.sanitizer_preload()
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        pytest.skip(f"no sanitizer toolchain: {e}")
+        pytest.fail(f"no sanitizer toolchain (gcc's libasan/libubsan; run scripts/setup.sh): {e}")
     env = dict(os.environ, BVIT_NATIVE_SANITIZE="1", BVIT_NATIVE_LIBDIR=str(libdir),
                LD_PRELOAD=preload,
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
