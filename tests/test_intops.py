@@ -5,26 +5,19 @@ float within the error bounds the spec states, and against the pure-MicroPython 
 (device/bvit/kernels.py) both under CPython and on the real MicroPython unix port.
 """
 
-import importlib.util
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from beds.micropython import device_module
 from butterflyvit import intops as I
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_kernels():
-    spec = importlib.util.spec_from_file_location("bvit_kernels", REPO / "device/bvit/kernels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-K = _load_kernels()
+K = device_module("bvit.kernels")
 
 
 @pytest.fixture
@@ -262,8 +255,8 @@ def test_butterfly_zero_angles_is_identity_exactly(rng, n, n_l):
 
 
 def test_butterfly_close_to_float_and_to_the_torch_model(rng):
-    torch = pytest.importorskip("torch")
-    bfly = pytest.importorskip("butterflyvit.butterfly")   # the float model's convention
+    import torch
+    from butterflyvit import butterfly as bfly   # the float model's convention
     angle_mask, butterfly = bfly.angle_mask, bfly.butterfly
     worst = {}
     for n, n_l in ((64, 4), (48, 4), (256, 4), (1024, 10), (8, 3)):

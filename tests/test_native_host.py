@@ -456,11 +456,8 @@ def test_mix(nat, rng):
 # ---------------------------------------------------------------- the board backend
 
 def _device_kernels():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bvit_kernels_py", REPO / "device/bvit/kernels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from beds.micropython import device_module
+    return device_module("bvit.kernels")
 
 
 def _stream(rng, t0, rows, n):

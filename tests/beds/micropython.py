@@ -16,10 +16,21 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["MicroPython", "MicroPythonPty", "micropython", "micropython_pty", "REPO", "DEVICE_DIR"]
+__all__ = ["MicroPython", "MicroPythonPty", "micropython", "micropython_pty", "REPO", "DEVICE_DIR",
+           "device_module"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE_DIR = REPO / "device"
+
+
+def device_module(name):
+    """A module of the board's package (e.g. "bvit.kernels") imported under CPython, for
+    tests that compare the pure-Python kernels with other implementations directly."""
+    import importlib
+
+    if str(DEVICE_DIR) not in sys.path:
+        sys.path.append(str(DEVICE_DIR))
+    return importlib.import_module(name)
 
 
 def _tool(name):
