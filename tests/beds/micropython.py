@@ -120,6 +120,11 @@ class MicroPythonPty:
             os.killpg(self._proc.pid, 9)
             self._proc.wait(timeout=10)
 
+    def hang_board(self):
+        """Simulate a board that stops answering but stays connected: stop socat (SIGSTOP),
+        so the pty stays open and nothing comes back."""
+        os.killpg(self._proc.pid, 19)
+
     def close(self):
         self.kill_board()
         if self._proc.stderr:
