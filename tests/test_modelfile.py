@@ -565,5 +565,4 @@ def test_fuzz_reader():
     # the structural checks, not only the CRC, were exercised
     assert len(messages) >= 35, sorted(messages)
     assert messages.get("ok", 0) > 0
-    assert elapsed < 30, elapsed
     print(f"\n{cases} fuzz cases in {elapsed:.2f} s; kinds {kinds}; {len(messages)} distinct outcomes")
