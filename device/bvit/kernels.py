@@ -1,8 +1,7 @@
 """Integer kernels in pure MicroPython (docs/integer-spec.md): no numpy, no viper.
 
-A transcription of the host reference (host/butterflyvit/intops.py). This module: the
-rounding shift and requantisation (spec §1-2), trits and the ternary matvec, plain and
-lookup-table forms (§4-5), integer sin/cos of phases and the Q14 butterfly (§6), and the
+A transcription of the host reference (host/butterflyvit/intops.py). This module: trits
+and the ternary matvec, plain and lookup-table forms (§4-5), integer sin/cos of phases and the Q14 butterfly (§6), and the
 int8 products of the linear layers and attention (§7, §12). bvit.nn has the per-token
 ops (§7-§13), bvit.frames the camera frames (§14). Every function gives exactly the
 integers the host reference gives. Runs unchanged on MicroPython with or without viper,
@@ -21,6 +20,7 @@ have viper twins in bvit.kviper (and C twins in the native module); bvit.ops pic
 
 from array import array
 
+from .nn import requant, rshift_round  # noqa: F401  (spec §1-2; part of this module's API)
 from .tables import SIN_Q14  # noqa: F401  (spec §6.2; callers take it from here too)
 
 NAME = "python"
@@ -38,34 +38,6 @@ def _make_digits():
 
 
 DIGITS = _make_digits()
-
-# ---------------------------------------------------------------- spec §1-2
-# (also in bvit.nn, which the model uses; this module stands alone so that the host's
-# tests can load it under CPython, and it is loaded on a board only for the pure backend)
-
-def rshift_round(x, s):
-    """(x + 2^(s-1)) >> s, s >= 1: round to nearest, halves towards +infinity."""
-    return (x + (1 << (s - 1))) >> s
-
-
-def requant(acc, M, shift, lo=-128, hi=127):
-    """sat(rshift_round(acc * M, shift)) in the small-int form of spec §2.3."""
-    if M == 0:
-        return 0
-    if shift >= 16:
-        h = acc >> 15
-        r = (h * M + (((acc & 0x7FFF) * M) >> 15) + (1 << (shift - 16))) >> (shift - 15)
-    elif acc >= 65536:
-        return hi
-    elif acc <= -65536:
-        return lo
-    else:
-        r = (acc * M + (1 << (shift - 1))) >> shift
-    if r < lo:
-        return lo
-    if r > hi:
-        return hi
-    return r
 
 
 # ---------------------------------------------------------------- spec §4-5
