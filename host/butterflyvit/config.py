@@ -49,6 +49,12 @@ class ModelConfig:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.ffn != "dense" and not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k must be in 1..num_experts ({self.num_experts}), got {self.top_k}")
+        if self.ffn == "butterfly":
+            for what, n in (("dim", self.dim), ("ffn_dim", self.ffn_dim)):
+                most = max(n - 1, 1).bit_length()  # log2 of n padded to a power of two
+                if not 0 <= self.butterfly_stages <= most:
+                    raise ValueError(f"butterfly_stages must be in 0..{most} for {what} {n}, "
+                                     f"got {self.butterfly_stages}")
 
     @property
     def grid(self) -> int:
