@@ -389,3 +389,12 @@ def test_smooth_routing_switch():
     m.set_smooth_routing(False)
     torch.testing.assert_close(m(x), a)
     assert b.shape == a.shape
+
+
+def test_config_rejects_more_butterfly_stages_than_the_padded_dimension_allows():
+    from butterflyvit.config import ModelConfig
+
+    ModelConfig(dim=48, ffn_dim=256, butterfly_stages=6)      # 48 pads to 64: 6 stages fit
+    with pytest.raises(ValueError, match="butterfly_stages must be in 0..4 for dim 16, got 5"):
+        ModelConfig(dim=16, heads=4, butterfly_stages=5)
+    ModelConfig(dim=16, heads=4, butterfly_stages=5, ffn="dense")  # no butterflies: no limit
