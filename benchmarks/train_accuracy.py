@@ -4,8 +4,9 @@ ButterflyViT (with and without the spatial smoothness regulariser) at 8 and 64 e
 all with the same architecture, data, schedule and number of steps.
 
 Each run is `butterflyvit train ... --metrics-out benchmarks/results/runs/<dataset>-<run>.json`,
-one at a time. Runs whose JSON exists are skipped, so the grid can be extended over
-several sessions; the table (benchmarks/results/train_accuracy.md) is rebuilt from every
+one at a time per invocation (two invocations with disjoint --runs may share a machine).
+Runs whose JSON exists are skipped, so the grid can be extended over several sessions; the
+table (benchmarks/results/train_accuracy.md) is rebuilt from every
 JSON present, each row with the exact command that produced it.
 
     python benchmarks/train_accuracy.py --dataset fashion-mnist --epochs 2 --threads 1
@@ -44,15 +45,32 @@ GRID = {
 }
 
 
+SUFFIXES = {"+alr=": "--angle-lr-scale", "+seed=": "--seed"}
+
+
+def split_suffixes(name):
+    """("bfly-64+reg", ["--angle-lr-scale", "1", "--seed", "1"]) for "bfly-64+reg+alr=1+seed=1"."""
+    extra = []
+    for tag, flag in SUFFIXES.items():
+        m = re.search(re.escape(tag) + r"([0-9.e-]+)", name)
+        if m:
+            extra += [flag, m[1]]
+            name = name.replace(m[0], "")
+    return name, extra
+
+
 def run_flags(name, reg):
-    """Flags of a grid run; besides GRID's names, "bfly-E+reg=L" / "moe-E" for any E, L."""
-    if name in GRID:
-        return [f.format(reg=reg) for f in GRID[name]]
-    m = re.fullmatch(r"(bfly|moe)-(\d+)(?:\+reg=([0-9.e-]+))?", name)
+    """Flags of a grid run; besides GRID's names, "bfly-E+reg=L" / "moe-E" for any E, L, and
+    any of them with "+alr=S" (butterfly angles' lr scale S, --angle-lr-scale) and/or
+    "+seed=N" (--seed N) appended."""
+    base, extra = split_suffixes(name)
+    if base in GRID:
+        return [f.format(reg=reg) for f in GRID[base]] + extra
+    m = re.fullmatch(r"(bfly|moe)-(\d+)(?:\+reg=([0-9.e-]+))?", base)
     if not m:
         raise SystemExit(f"unknown run {name!r}")
     flags = ["--ffn", "butterfly" if m[1] == "bfly" else "moe", "--experts", m[2]]
-    return flags + (["--smooth-weight", m[3]] if m[3] else [])
+    return flags + (["--smooth-weight", m[3]] if m[3] else []) + extra
 
 
 def command(args, name):
@@ -105,6 +123,9 @@ def expert_memory(cfg):
     return r["model"]["expert_bytes"], r["model"]["total_bytes"]
 
 
+NOTES_MARKER = "<!-- notes: hand-written, kept by --table-only -->"
+
+
 def write_table(order):
     rows = []
     for path in sorted(RUNS.glob("*.json")):
@@ -113,15 +134,15 @@ def write_table(order):
         name = path.stem[len(ds) + 1:]
         rows.append((ds, name, m))
     def key(r):
-        m = re.fullmatch(r"(dense|moe|bfly)-?(\d*)(\+reg)?=?(.*)", r[1])
+        m = re.fullmatch(r"(dense|moe|bfly)-?(\d*)(\+reg)?=?([0-9.e-]*)", split_suffixes(r[1])[0])
         kind, e, reg, lam = m.groups() if m else (r[1], "", "", "")
         return (r[0], int(e or 0), {"dense": 0, "moe": 1, "bfly": 2}.get(kind, 3), bool(reg),
                 float(lam or 0), r[1])
     rows.sort(key=key)
     out = ["# Training accuracy: dense ViT vs standard MoE-ViT vs ButterflyViT", "",
            "Made by `benchmarks/train_accuracy.py`; every run is `butterflyvit train` with the "
-           "command in the second table, one run at a time, 1 CPU thread, on a 2-core machine "
-           "shared with other jobs (so wall times are indicative only).", "",
+           "command in the second table, 1 CPU thread, on a 2-core machine, at times two runs "
+           "at once or shared with other jobs (so wall times are indicative only).", "",
            "- top-1: test-set accuracy after the last step (no early stopping, no test-set "
            "model selection).",
            "- smoothed: the same weights evaluated with smoothed routing switched on (logits "
@@ -133,9 +154,9 @@ def write_table(order):
            "- FFN memory: every stored byte of the feed-forward layers (`butterflyvit "
            "memory`: trits 5/byte, fp32 row scales and biases, fp16 angles, fp32 float "
            "experts); model: every stored byte of the model.", "",
-           "| data | run | ffn | E | reg. λ | epochs | steps | top-1 % | smoothed % | agreement | "
+           "| data | run | ffn | E | reg. λ | angle lr × | epochs | steps | top-1 % | smoothed % | agreement | "
            "agr. smoothed | eff. experts | used | FFN memory | model memory | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cmds = []
     for ds, name, m in rows:
         cfg, tr = m["config"], m["train"]
@@ -146,7 +167,8 @@ def write_table(order):
         f3 = lambda x: "" if x is None else f"{x:.3f}"
         f2 = lambda x: "" if x is None else f"{x:.2f}"
         cells = [ds, name, cfg["ffn"], cfg["num_experts"] if moe else "-",
-                 tr.get("smooth_weight", 0) if moe else "-", tr.get("epochs"), m.get("steps"),
+                 tr.get("smooth_weight", 0) if moe else "-",
+                 tr.get("angle_lr_scale", 1.0) if cfg["ffn"] == "butterfly" else "-", tr.get("epochs"), m.get("steps"),
                  fmt_pct(m["test_acc"]), fmt_pct(alt.get("test_acc")), f3(m.get("agreement")),
                  f3(alt.get("agreement")), f2(u.get("mean_effective_experts_frac")),
                  f2(u.get("mean_used_experts_frac")), f"{ffn_b / 1e3:,.1f} KB",
@@ -155,7 +177,12 @@ def write_table(order):
         cmds.append(f"| {ds} | {name} | `{m.get('command', '')}` |")
     out += ["", "| data | run | command |", "|---|---|---|"] + cmds + [""]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_accuracy.md").write_text("\n".join(out))
+    path = RESULTS / "train_accuracy.md"
+    # hand-written notes below NOTES_MARKER survive a rebuild of the tables
+    old = path.read_text() if path.exists() else ""
+    if NOTES_MARKER in old:
+        out += [NOTES_MARKER + old.split(NOTES_MARKER, 1)[1].rstrip("\n"), ""]
+    path.write_text("\n".join(out))
     print(f"wrote {RESULTS / 'train_accuracy.md'}", file=sys.stderr)
 
 

@@ -36,6 +36,7 @@ class TrainConfig:
     lr: float = 2e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
+    angle_lr_scale: float = 10.0     # butterfly angles' learning rate = lr * this (docs/training.md)
     warmup_steps: int | None = None  # default: 5% of the steps, at most 500
     clip: float = 1.0
     balance_weight: float = 0.01     # load-balancing loss weight
@@ -121,20 +122,29 @@ def lr_lambda(warmup: int, total: int, min_ratio: float):
 
 
 NO_DECAY_NAMES = ("pos_embed", "phi", "theta")
+ANGLE_NAMES = ("phi", "theta", "angles")
 
 
-def param_groups(model: nn.Module, weight_decay: float):
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 angle_lr_scale: float = 1.0):
     """Weight decay on matrices only: not on biases, norms, the position embedding or the
-    butterfly angles (decay would pull every expert towards the identity rotation)."""
-    decay, no_decay = [], []
+    butterfly angles (decay would pull every expert towards the identity rotation).
+    With angle_lr_scale != 1 the butterfly angles get their own group at lr * angle_lr_scale
+    (the schedule scales every group alike); at 1 the groups are exactly the two above."""
+    decay, no_decay, angles = [], [], []
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if p.ndim < 2 or leaf in NO_DECAY_NAMES:
+        if leaf in ANGLE_NAMES and angle_lr_scale != 1.0:
+            angles.append(p)
+        elif p.ndim < 2 or leaf in NO_DECAY_NAMES:
             no_decay.append(p)
         else:
             decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if angles:
+        groups.append({"params": angles, "weight_decay": 0.0, "lr": lr * angle_lr_scale})
+    return groups
 
 
 def model_config_for(cfg: ModelConfig, ds) -> ModelConfig:
@@ -233,7 +243,10 @@ def _train(model_cfg, tc, dist):
     if tc.resume:
         ckpt = load_checkpoint(tc.resume)
         model_cfg = ModelConfig.from_dict(ckpt["config"])
-        saved = TrainConfig.from_dict(ckpt.get("train", {}))
+        saved_train = dict(ckpt.get("train", {}))
+        # checkpoints from before angle_lr_scale existed were trained with scale 1
+        saved_train.setdefault("angle_lr_scale", 1.0)
+        saved = TrainConfig.from_dict(saved_train)
         # the run's definition comes from the checkpoint; only where/how to run may change
         keep = {"out", "export", "resume", "stop_after", "threads", "progress", "log", "metrics_out", "data",
                 "cache_dir", "eval_batch_size"}
@@ -262,7 +275,7 @@ def _train(model_cfg, tc, dist):
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = build_model(model_cfg).to(dist.device)
-    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.lr, tc.angle_lr_scale), lr=tc.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, tc.min_lr / tc.lr))
     step, history = 0, []
     if ckpt:

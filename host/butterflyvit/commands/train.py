@@ -45,6 +45,8 @@ def add_arguments(p):
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW; default 2e-3)")
     g.add_argument("--min-lr", type=float, default=1e-5, help="final learning rate of the cosine decay")
     g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--angle-lr-scale", type=float, help="butterfly angles' learning rate = "
+                   "--lr times this (default: the TrainConfig default)")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 5%%, at most 500)")
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
     g.add_argument("--balance-weight", type=float, default=0.01, help="load-balancing loss weight")
@@ -82,7 +84,9 @@ def run(args) -> int:
     tc = TrainConfig(
         dataset=args.dataset, data=args.data, cache_dir=args.cache_dir, epochs=args.epochs,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
+        weight_decay=args.weight_decay, **({} if args.angle_lr_scale is None else
+                                           {"angle_lr_scale": args.angle_lr_scale}),
+        warmup_steps=args.warmup_steps, clip=args.clip,
         balance_weight=args.balance_weight, smooth_weight=args.smooth_weight,
         label_smoothing=args.label_smoothing, augment=args.augment, pad=args.pad,
         flip=args.flip, train_subset=args.train_subset, eval_batch_size=args.eval_batch_size,
