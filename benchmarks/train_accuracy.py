@@ -75,9 +75,10 @@ def run_flags(name, reg):
 
 def command(args, name):
     flags = run_flags(name, args.reg)
+    seed = [] if "--seed" in flags else ["--seed", str(args.seed)]  # a "+seed=N" run has its own
     cmd = ["butterflyvit", "train", "--dataset", args.dataset, "--preset", args.preset,
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-           "--seed", str(args.seed), "--eval-every", "0", "--no-progress"]
+           *seed, "--eval-every", "0", "--no-progress"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.data:
