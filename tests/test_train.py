@@ -196,3 +196,23 @@ def test_torchrun_two_processes(tmp_path):
     assert ck["step"] == 4 and 0 <= ck["metrics"]["test_acc"] <= 1
     # the evaluation covered the whole test split across both ranks
     assert ck["metrics"]["test_images"] == 297
+
+
+def test_butterfly_angles_get_their_own_learning_rate_and_no_decay():
+    from butterflyvit.checkpoint import build_model
+    from butterflyvit.config import ModelConfig
+    from butterflyvit.train import param_groups
+
+    model = build_model(ModelConfig(image_size=8, patch_size=4, dim=16, heads=2, ffn_dim=32,
+                                    depth=1, num_experts=4, butterfly_stages=2))
+    angles = {id(p) for n, p in model.named_parameters() if n.endswith((".phi", ".theta"))}
+    assert len(angles) == 2
+    groups = param_groups(model, weight_decay=0.05, lr=2e-3, angle_lr_scale=10)
+    assert len(groups) == 3
+    assert {id(p) for p in groups[2]["params"]} == angles
+    assert groups[2]["lr"] == pytest.approx(2e-2) and groups[2]["weight_decay"] == 0.0
+    assert not angles & {id(p) for g in groups[:2] for p in g["params"]}
+    # scale 1: the earlier optimiser exactly (angles with the other undecayed parameters)
+    old = param_groups(model, weight_decay=0.05, lr=2e-3, angle_lr_scale=1)
+    assert len(old) == 2 and angles <= {id(p) for p in old[1]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
