@@ -11,13 +11,18 @@ Three steps, each usable alone:
    ternary matrices already split by the model's own quantiser into trits (int8) and row
    scales gamma (so the integer model uses exactly the trits the float model computes with).
 2. `calibrate(model, images)`: the largest |value| at every activation site of the float
-   model over a calibration batch (the "ranges").
+   model over a calibration batch (the "ranges"), computed in float64.
 3. `build_integer_model(cfg, params, ranges, mean, std, classes)`: pure numpy, no torch:
    scales from ranges (rule below), then every integer parameter (spec §2.2, §7, §8.1,
    §10.2, §11.3, §14.4). Deterministic for given inputs, which is what the pinned tests
    rely on (they build `params` and `ranges` from a numpy RNG).
 
-Scale rule (per tensor, from the calibration maximum r of the site):
+Packing is reproducible to the byte on any machine: the ternary row scales are summed in
+order-independent fixed point (ternary.absmean_scale), the calibration runs in float64 and
+each range is rounded to 10 significant bits (`round_range`) before any scale is formed;
+everything after that is elementwise IEEE arithmetic, identical on every CPU.
+
+Scale rule (per tensor, from the calibration maximum r of the site, after round_range):
 - int8 sites (LayerNorm outputs, q, k, v, attention output): s = r / 127 (max-abs);
 - int16 sites (residual stream, branch outputs, pooled vector): s = 2 r / 32767, i.e. one
   bit of headroom for images brighter or stranger than the calibration set;
@@ -31,6 +36,7 @@ for the substrate and the shared output projection.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -174,12 +180,16 @@ def site_names(cfg: ModelConfig) -> list:
 def calibrate(model, images, batch_size: int = 128) -> dict:
     """{site: max |value|} of the float model over `images` (normalised float, B x C x H x W).
 
-    Also checks that the step-by-step forward gives the model's own logits, so a change in
-    the float model cannot silently desynchronise the quantiser from it."""
+    Runs a float64 copy of the model (the model itself is left as it is). Also checks that
+    the step-by-step forward gives the model's own logits, so a change in the float model
+    cannot silently desynchronise the quantiser from it."""
     import torch
 
     check_butterfly(model.cfg)
-    model.eval()
+    # float64 throughout: a float32 forward's last bits depend on the BLAS kernel, SIMD
+    # width and thread count, and site_scales' rounding absorbs float64's far smaller noise.
+    model = copy.deepcopy(model).double().eval()
+    images = images.double()
     ranges = {}
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size]
@@ -196,6 +206,22 @@ def calibrate(model, images, batch_size: int = 128) -> dict:
 
 
 # ------------------------------------------------------------------------- integer side (numpy)
+
+RANGE_BITS = 10           # significant bits a calibrated range keeps (see round_range)
+
+
+def round_range(r: float) -> float:
+    """r rounded to the nearest value with RANGE_BITS significant bits (within 0.1%).
+
+    Every integer of the model derives from these ranges, and the float forward that
+    measures them can differ in its last bits between CPUs, BLAS kernels and thread counts.
+    Rounding to 10 bits makes the packed file identical on every machine unless a float64
+    error of ~1e-15 straddles a rounding midpoint, which is vanishingly rare. (Nearest, not
+    up: round numbers such as 4.0 sit on the grid, where rounding up would break on 1 ulp.)"""
+    r = max(float(r), 1e-6)
+    m, e = math.frexp(r)                          # r = m * 2^e, m in [0.5, 1)
+    return math.ldexp(math.floor(m * (1 << RANGE_BITS) + 0.5), e - RANGE_BITS)
+
 
 def _scale8(r: float) -> float:
     return max(r, 1e-6) / 127.0
@@ -219,7 +245,7 @@ def site_scales(cfg: ModelConfig, ranges: dict, mean, std) -> dict:
     hidden_max = 2.0 ** 14 / 2.0 ** (cfg.butterfly_stages / 2.0)
     for name in site_names(cfg):
         leaf = name.rsplit(".", 1)[-1]
-        r = float(ranges[name])
+        r = round_range(ranges[name])
         if leaf in ("ln1", "ln2", "q", "k", "v", "attn", "norm"):
             s[name] = _scale8(r)
         elif leaf == "hidden":

@@ -1,8 +1,8 @@
 """Ternary substrate: BitNet-b1.58-style per-row absmean quantiser with a straight-through
-estimator (PAPER.md).
+estimator (the paper, arXiv 2603.06746, after BitNet b1.58).
 
 For a latent float matrix W (rows = outputs):
-    gamma_r = max(mean_c |W[r, c]|, 1e-5)
+    gamma_r = max(mean_c |W[r, c]|, 1e-5)          (row sums order-independent: absmean_scale)
     T[r, c] = clamp(round(W[r, c] / gamma_r), -1, 1)      in {-1, 0, +1}
     Q(W)[r, c] = T[r, c] * gamma_r
 Forward uses Q(W); backward passes the gradient to W unchanged (straight-through).
@@ -19,8 +19,20 @@ EPS = 1e-5
 
 
 def absmean_scale(w: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-row scale gamma, shape (rows, 1)."""
-    return w.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
+    """Per-row scale gamma, shape (rows, 1), in w's dtype: the mean of |W| over each row.
+
+    The row sums do not depend on the order of addition: |W| is cut to a fixed point (int64,
+    one power-of-two step for the whole matrix, 2^-62 of the largest possible row sum, so no
+    sum can overflow) and integers add exactly in any order. A float
+    sum would depend on the order a vectorised reduction adds in (SIMD width, thread count),
+    so another CPU could get a gamma one bit off and flip a trit at a rounding boundary; this
+    gives the same gamma, hence the same trits, on every machine."""
+    a = w.detach().abs().double()
+    n = w.shape[-1]
+    _, e = torch.frexp(a.amax() * n)                       # every row sum < 2^e
+    step = torch.ldexp(torch.ones((), dtype=torch.float64), e - 62)
+    total = torch.floor(a / step).to(torch.int64).sum(dim=-1, keepdim=True)
+    return ((total.double() * step) / n).to(w.dtype).clamp_min(eps)
 
 
 def ternarize(w: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
