@@ -58,14 +58,16 @@ def save_checkpoint(path, ckpt: dict) -> None:
     os.replace(tmp, path)
 
 
-def _refusal(exc) -> str:
-    """The one useful line of torch's many-paragraph weights_only refusal."""
-    text = str(exc)
-    m = re.search(r"GLOBAL (\S+)", text)
-    if m:
-        return f"refused to unpickle {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-    return f"refused: {m.group(1).strip()}" if m else "refused by the weights-only unpickler"
+def _refused_global(exc):
+    """The global named in torch's many-paragraph weights_only refusal, if it names one."""
+    m = re.search(r"GLOBAL (\S+)", str(exc))
+    return m.group(1) if m else None
+
+
+def _first_line(exc) -> str:
+    m = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+    lines = str(exc).strip().splitlines()
+    return m.group(1).strip() if m else lines[0] if lines else type(exc).__name__
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -81,14 +83,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: not a plain checkpoint ({_refusal(exc)}); "
-                              "checkpoints are loaded with weights_only=True") from None
+        name = _refused_global(exc)
+        if name:
+            raise CheckpointError(f"{path}: not a plain checkpoint (refused to unpickle {name}); "
+                                  "checkpoints are loaded with weights_only=True") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint (not a torch.save file of "
+                              f"plain data: {_first_line(exc)})") from None
     except (KeyError, EOFError):  # what torch's legacy reader makes of other bytes
         raise CheckpointError(f"{path}: cannot read the checkpoint (not a torch.save file, "
                               "or truncated)") from None
     except Exception as exc:  # a directory, a damaged archive, ...
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({why})") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) \
             or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: not a butterflyvit checkpoint (no config and model)")
@@ -105,7 +110,6 @@ def load_model(path, map_location="cpu"):
         model = build_model(ModelConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as exc:  # config and weights do not fit
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a usable checkpoint ({why})") from None
+        raise CheckpointError(f"{path}: not a usable checkpoint ({_first_line(exc)})") from None
     model.eval()
     return model, ckpt
