@@ -274,7 +274,7 @@ def load_cifar10(path, cache_dir=None) -> Dataset:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cfile = cache / f"cifar10-{key}.npz"
     if cfile.exists():
-        z = np.load(cfile)
+        z = np.load(cfile, allow_pickle=False)  # the cache is data too
         xtr, ytr, xte, yte = z["xtr"], z["ytr"], z["xte"], z["yte"]
         classes = [str(c) for c in z["classes"]]
     else:
