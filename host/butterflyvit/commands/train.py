@@ -73,7 +73,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     import json
-
     import sys
 
     from ..checkpoint import CheckpointError
