@@ -130,19 +130,78 @@ def load_fashion_mnist(path=None) -> Dataset:
 
 # ------------------------------------------------------------------------------ CIFAR-10
 
-def _cifar_from_pickles(read):
-    """read(name) -> bytes of a member of the cifar-10-batches-py set."""
+class DataFileError(ValueError):
+    """A data file that cannot be read, or is refused; str() is one line naming it."""
+
+
+def _numpy_pickle_globals():
+    """The only globals a CIFAR-10 batch pickle may name: numpy's array, dtype and scalar
+    reconstructors (as numpy.core before numpy 2 and numpy._core after; _frombuffer is
+    what pickle protocol 5 uses). Everything else -- os.system, exec, ... -- is refused."""
+    reconstruct = np.zeros(1, np.uint8).__reduce__()[0]
+    frombuffer = np.zeros(1, np.uint8).__reduce_ex__(5)[0]
+    scalar = np.int64(0).__reduce__()[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the official batches (dicts of bytes, lists and uint8 arrays) and nothing that
+    could run code: a pickle names the callables it calls, and only numpy's are allowed."""
+    allowed = _numpy_pickle_globals()
+
+    def find_class(self, module, name):
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise _Refused(f"refused to unpickle {module}.{name}") from None
+
+
+def _unpickle_cifar(data: bytes, where: str):
+    try:
+        return _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _Refused as exc:
+        raise DataFileError(f"{where}: not a plain CIFAR-10 batch ({exc}); CIFAR-10 "
+                            "pickles may hold only numpy arrays and plain values") from None
+    except Exception as exc:  # truncated or not a pickle at all
+        raise DataFileError(f"{where}: not a CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _cifar_from_pickles(read, where):
+    """read(name) -> bytes of a member of the cifar-10-batches-py set (FileNotFoundError if
+    absent); where(name) -> how to name that member in an error."""
     def batch(name):
-        d = pickle.loads(read(name), encoding="bytes")
-        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        return x, np.asarray(d[b"labels"], dtype=np.int64)
+        try:
+            data = read(name)
+        except FileNotFoundError:
+            raise DataFileError(f"{where(name)}: missing (CIFAR-10 needs data_batch_1..5 and "
+                                "test_batch)") from None
+        d = _unpickle_cifar(data, where(name))
+        try:
+            x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(d[b"labels"], dtype=np.int64).reshape(-1)
+            if len(x) != len(y):
+                raise ValueError(f"{len(x)} images but {len(y)} labels")
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise DataFileError(f"{where(name)}: not a CIFAR-10 batch (a dict of b'data', "
+                                f"N x 3072 uint8, and b'labels'; {type(exc).__name__}: {exc})") from None
+        return x, y
+
     xs, ys = zip(*(batch(f"data_batch_{i}") for i in range(1, 6)))
     xt, yt = batch("test_batch")
     try:
-        meta = pickle.loads(read("batches.meta"), encoding="bytes")
+        meta = _unpickle_cifar(read("batches.meta"), where("batches.meta"))
         classes = [c.decode() for c in meta[b"label_names"]]
-    except (KeyError, FileNotFoundError):
-        classes = CIFAR10_CLASSES
+    except (KeyError, TypeError, AttributeError, FileNotFoundError):
+        classes = CIFAR10_CLASSES  # no (usable) class names: the official ones
     return np.concatenate(xs), np.concatenate(ys), xt, yt, classes
 
 
@@ -179,7 +238,8 @@ def _cifar_source(path: Path):
     if path.is_dir():
         for d in (path, path / "cifar-10-batches-py"):
             if (d / "data_batch_1").exists():
-                return _cifar_from_pickles(lambda n, d=d: (d / n).read_bytes())
+                return _cifar_from_pickles(lambda n, d=d: (d / n).read_bytes(),
+                                           lambda n, d=d: str(d / n))
         files = [p for p in path.rglob("*") if p.is_file()]
         return _from_image_members(
             (p.relative_to(path).parts, p.read_bytes) for p in files)
@@ -187,7 +247,12 @@ def _cifar_source(path: Path):
         with tarfile.open(path) as tf:
             names = {Path(m.name).name: m for m in tf.getmembers() if m.isfile()}
             if "data_batch_1" in names:
-                return _cifar_from_pickles(lambda n: tf.extractfile(names[n]).read())
+                def read(n):
+                    if n not in names:
+                        raise FileNotFoundError(n)
+                    return tf.extractfile(names[n]).read()
+                return _cifar_from_pickles(
+                    read, lambda n: f"{path}:{names[n].name if n in names else n}")
             members = [(Path(m.name).parts, (lambda m=m: tf.extractfile(m).read()))
                        for m in tf.getmembers() if m.isfile()]
             return _from_image_members(members)
@@ -209,7 +274,7 @@ def load_cifar10(path, cache_dir=None) -> Dataset:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cfile = cache / f"cifar10-{key}.npz"
     if cfile.exists():
-        z = np.load(cfile)
+        z = np.load(cfile, allow_pickle=False)  # the cache is data too
         xtr, ytr, xte, yte = z["xtr"], z["ytr"], z["xte"], z["yte"]
         classes = [str(c) for c in z["classes"]]
     else:

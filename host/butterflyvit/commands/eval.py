@@ -56,13 +56,15 @@ def run(args) -> int:
     if args.checkpoint:
         import torch
 
-        from ..checkpoint import load_model
+        from ..checkpoint import CheckpointError, load_model
         from ..data import normalize
         torch.set_num_threads(max(1, args.threads))
         try:
             fmodel, ckpt = load_model(args.checkpoint)
         except FileNotFoundError:
             return fail(f"{args.checkpoint}: no such file")
+        except CheckpointError as exc:
+            return fail(str(exc))
         norm = ckpt.get("normalize") or {"mean": ds.mean, "std": ds.std}
         preds = []
         with torch.no_grad():

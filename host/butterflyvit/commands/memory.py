@@ -41,8 +41,8 @@ def _config(args):
 
     overrides = {k: getattr(args, k) for k in MODEL_KEYS if getattr(args, k) is not None}
     if args.checkpoint:
-        import torch
-        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        from ..checkpoint import load_checkpoint
+        ck = load_checkpoint(args.checkpoint)
         base, title = dict(ck["config"]), f"checkpoint {args.checkpoint}"
     else:
         name = args.preset or ("paper" if args.paper else "pico")
@@ -57,8 +57,10 @@ def _config(args):
 
 def run(args) -> int:
     import json
+    import sys
 
     from .. import memory as M
+    from ..checkpoint import CheckpointError
 
     kw = dict(float_bytes=args.float_bytes, angle_bytes=args.angle_bytes,
               scale_bytes=args.scale_bytes, baseline_float_bytes=args.baseline_float_bytes)
@@ -67,7 +69,14 @@ def run(args) -> int:
     if args.paper:
         report["paper"] = M.paper_accounting(angle_bytes=args.angle_bytes)
         report["paper_sweep"] = M.paper_sweep(experts or M.PAPER_SWEEP, angle_bytes=args.angle_bytes)
-    cfg, title = _config(args)
+    try:
+        cfg, title = _config(args)
+    except FileNotFoundError:
+        print(f"butterflyvit memory: error: {args.checkpoint}: no such file", file=sys.stderr)
+        return 2
+    except CheckpointError as exc:
+        print(f"butterflyvit memory: error: {exc}", file=sys.stderr)
+        return 2
     report["title"] = title
     report["compare"] = M.compare(cfg, **kw)
     if experts and cfg.ffn != "dense":

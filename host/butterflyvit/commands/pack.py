@@ -167,7 +167,7 @@ def run(args) -> int:
 
     import torch
 
-    from ..checkpoint import build_model, load_checkpoint
+    from ..checkpoint import CheckpointError, build_model, load_checkpoint
     from ..config import ModelConfig
     from ..data import load_dataset
     from ..modelfile import write_model
@@ -182,6 +182,8 @@ def run(args) -> int:
         model.eval()
     except FileNotFoundError:
         return fail(f"{args.checkpoint}: no such file")
+    except CheckpointError as exc:  # already one line naming the file
+        return fail(str(exc))
     except QuantizeError as exc:
         return fail(f"{args.checkpoint}: {exc}")
     except Exception as exc:  # torch.load's many ways of refusing a file

@@ -73,7 +73,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     import json
+    import sys
 
+    from ..checkpoint import CheckpointError
+    from ..data import DataFileError
     from ..presets import preset_config
     from ..train import TrainConfig, train
 
@@ -93,7 +96,11 @@ def run(args) -> int:
         eval_every=args.eval_every, save_every=args.save_every, stop_after=args.stop_after, seed=args.seed, out=args.out, export=args.export,
         resume=args.resume, threads=args.threads, progress=args.progress, log=args.log,
         metrics_out=args.metrics_out)
-    final = train(cfg, tc)
+    try:
+        final = train(cfg, tc)
+    except (CheckpointError, DataFileError) as exc:  # a refused --resume or data file
+        print(f"butterflyvit train: error: {exc}", file=sys.stderr)
+        return 2
     import os
     if os.environ.get("RANK", "0") == "0":
         keep = ("test_acc", "test_loss", "agreement", "steps", "parameters", "stopped_at")
