@@ -6,8 +6,9 @@
 Steps: read the model (host reference: IntModel) and N Fashion-MNIST test images; connect
 to the board's raw REPL; copy the device code and the model where the board's copies are
 missing or differ (by hash); load the classifier on the board; send each image as a raw
-frame and read back one line (integer logits, ticks_us of the forward, heap); compare with
-the host's logits bit for bit. After every image the report (JSON) is rewritten, so a board
+frame and read back one line (integer logits, ticks_us of the forward, heap; asked for again
+when its CRC-32 fails); compare with the host's logits bit for bit (an image that differs is
+run once more before it counts). After every image the report (JSON) is rewritten, so a board
 that dies leaves a partial report and `--resume` continues where it stopped. At the end:
 latency statistics, energy two ways (measured time x the board profile's power, and the
 analytical model of butterflyvit.energy) and a PNG plot.
