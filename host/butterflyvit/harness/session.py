@@ -323,6 +323,9 @@ def plot_report(report: dict, path) -> None:
     bad = [(r["index"], r["us"] / 1000) for r in res if not r["match"]]
     if bad:
         ax.plot(*zip(*bad), "x", color="red", ms=10, label="logits differ from host")
+    again = [(r["index"], r["us"] / 1000) for r in res if r.get("rerun") and r["match"]]
+    if again:
+        ax.plot(*zip(*again), "o", mfc="none", color="tab:orange", ms=9, label="differed once, exact on re-run")
     ax.set_xlabel("test image")
     ax.set_ylabel("ms per image (ticks_us)")
     exact = s.get("bit_exact", 0)
@@ -578,7 +581,7 @@ def run_harness(o: HarnessOptions) -> dict:
         save()
 
         stage = "classifying"
-        bar = _image_bar(o.progress, len(todo), len(done), o.images)
+        bar = _image_bar(o.progress, len(todo), len(done), count)
         classes = cfg.num_classes
         for idx in todo:
             current = idx
@@ -718,4 +721,5 @@ def _bytes_bar(enabled):
 
 
 __all__ = ["HarnessOptions", "run_harness", "load_test_images", "frame_for", "summarise",
-           "plot_report", "format_summary", "energy_section", "AGENT", "CLEANUP"]
+           "plot_report", "format_summary", "energy_section", "parse_result", "classify_on_board",
+           "memory_advice", "AGENT", "CLEANUP", "LINE_TRIES"]
