@@ -13,6 +13,7 @@ import pytest
 
 from beds.micropython import MicroPythonPty
 from butterflyvit.harness import files as F
+from butterflyvit.harness.session import AGENT, HarnessOptions, memory_advice, parse_result
 from butterflyvit.harness.transport import (BoardDisconnected, BoardException, BoardTimeout,
                                             HarnessError, RawRepl)
 
@@ -128,6 +129,51 @@ def test_hash_kinds_compare_only_real_hashes():
     assert not F.same(F.local_hash(b"abd", "crc32"), data)
 
 
+# ------------------------------------------------------------------ the result line, heap advice
+
+def test_result_line_checksum_board_and_host_agree(micropython):
+    """The result line's CRC-32 made on the real MicroPython (binascii.crc32, and the
+    package's crc32_py for ports without it) is the host's; any one digit changed on the
+    wire fails it (a re-request, not a mismatch); a line with a right checksum but the wrong
+    image is an error, not a retry."""
+    assert "_crc(p.encode()) & 0xFFFFFFFF" in AGENT and "from bvit.modelfile import crc32_py as _crc" in AGENT
+    payload = "7 81234 95000 60000 -12 34 0 -56 2147483647 -2147483648 1 -2 3 40"
+    code = (f"p = {payload!r}\nfrom binascii import crc32\nfrom bvit.modelfile import crc32_py\n"
+            "print('BVIT %s %08x' % (p, crc32(p.encode()) & 0xFFFFFFFF))\n"
+            "print('BVIT %s %08x' % (p, crc32_py(p.encode())))\n")
+    fast, slow = micropython.run(code=code).check().stdout.splitlines()
+    assert fast == slow
+    r, why = parse_result(f"noise\n{fast}\n", 7, 10)
+    assert why is None and r == {"us": 81234, "heap_peak": 95000, "heap_before": 60000,
+                                 "logits": [-12, 34, 0, -56, 2147483647, -2147483648, 1, -2, 3, 40]}
+    digits = [n for n, c in enumerate(fast) if c.isdigit()]
+    assert len(digits) > 50
+    for n in digits:
+        bad = fast[:n] + str((int(fast[n]) + 1) % 10) + fast[n + 1:]
+        r, why = parse_result(bad, 7, 10)
+        assert r is None and why.startswith("checksum mismatch"), bad
+    assert parse_result(fast[:-3], 7, 10) == (None, f"checksum mismatch in {fast[:-3]!r}")   # cut short
+    assert parse_result("", 7, 10) == (None, "no result line")
+    with pytest.raises(HarnessError, match="answered for image 7 with 10 logits, image 8 with 10 expected"):
+        parse_result(fast, 8, 10)
+
+
+def test_memory_advice_names_the_reset_command():
+    from butterflyvit.boards import get_board
+
+    o = HarnessOptions(port="/dev/ttyACM0", board="rp2040-pico", model="m.bvit", mpy=True)
+    again = "MemoryError: ...; again after freeing and collecting the heap"
+    text = memory_advice(o, get_board("rp2040-pico"), again)
+    assert text.startswith("the board ran out of heap (also after freeing and collecting it): reset the "
+                           "board (mpremote connect /dev/ttyACM0 reset, or press its reset button) and "
+                           "run the same command again with --resume")
+    assert text.endswith("try --weight-buffer 2048 or firmware with the package frozen "
+                         "(boards/<name>/manifest.py)")
+    o.mpy = False           # compiling on the board is the first suspect; the reset comes second
+    text = memory_advice(o, get_board("rp2040-pico"), "MemoryError: allocating 944 bytes")
+    assert text.startswith("the board ran out of heap: try --mpy (the package precompiled")
+    assert "On a board used since its last reset, reset the board (mpremote connect /dev/ttyACM0" in text
+
 # ------------------------------------------------------------------ CircuitPython-style REPL
 
 FAKE_CIRCUITPYTHON = r'''
@@ -137,6 +183,7 @@ is read-only to code (the CIRCUITPY drive is mounted over USB). Code runs in CPy
 import builtins, contextlib, io, os, sys, traceback, types
 
 out = sys.stdout.buffer
+
 def w(b):
     out.write(b); out.flush()
 

@@ -13,6 +13,7 @@ import pytest
 
 from beds.micropython import MicroPythonPty
 from butterflyvit.cli import main
+from butterflyvit.harness.transport import RawRepl, SerialTransport
 from test_boards import make_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ def test_board_dies_mid_run_then_resume(model, tmp_path):
     finally:
         b2.close()
     assert proc.returncode == 0, err
-    assert f"resuming {report}: {done} of 8 images done" in err
+    assert f"resuming {report}: {done} image(s) done, asked for 8: {8 - done} to go" in err
     r = json.loads(report.read_text())
     assert r["status"] == "complete" and r["resumed"] == 1
     assert [x["index"] for x in r["results"]] == list(range(8))
@@ -180,3 +181,171 @@ def test_mpy_precompiled_package_on_a_96k_board(model, tmp_path, capsys):
         assert "removed stale copies on the board: bvit/__init__.mpy" in err
     finally:
         b.close()
+
+
+# ------------------------------------------------------------------ a noisy line, a glitchy board
+
+def damage_result_lines(monkeypatch, lines):
+    """Make the serial line noisy: one digit of a logit in each of the first `lines` result
+    lines ("BVIT i us peak base logits... crc") is changed on its way from the board to the
+    host, after the board computed its checksum. Returns the list of damages done."""
+    real = SerialTransport.read_some
+    mark = b"BVIT "
+    state = {"matched": 0, "fields": None, "left": lines}
+    damaged = []
+
+    def read_some(transport, doing):
+        data = bytearray(real(transport, doing))
+        for n, c in enumerate(data):
+            if state["fields"] is not None:          # inside a result line
+                if c == 0x20:
+                    state["fields"] += 1
+                elif state["fields"] >= 4 and 0x30 <= c <= 0x39:   # a digit of a logit
+                    data[n] = 0x30 + (c - 0x30 + 1) % 10
+                    damaged.append((chr(c), chr(data[n])))
+                    state["fields"] = None
+                    state["left"] -= 1
+            elif state["left"]:
+                m = state["matched"]
+                state["matched"] = m + 1 if c == mark[m] else int(c == mark[0])
+                if state["matched"] == len(mark):
+                    state["matched"], state["fields"] = 0, 0
+        return bytes(data)
+
+    monkeypatch.setattr(SerialTransport, "read_some", read_some)
+    return damaged
+
+
+def test_damaged_result_line_is_asked_for_again(model, tmp_path, monkeypatch, capsys):
+    """A digit changed on the wire fails the line's CRC-32: the host asks for the line again
+    (the board prints it again, no second forward) and the report is bit-exact. A line that
+    keeps arriving damaged ends the run with a clear error after a bounded number of tries."""
+    b = board(tmp_path)
+    report = tmp_path / "noisy.json"
+    try:
+        damaged = damage_result_lines(monkeypatch, 1)
+        rc = main(harness_args(b.path, model, report, 3))
+        out = capsys.readouterr()
+        assert len(damaged) == 1 and damaged[0][0] != damaged[0][1]
+        assert rc == 0, out.err
+        r = json.loads(report.read_text())
+        assert r["status"] == "complete" and r["summary"]["bit_exact"] == 3
+        assert all(x["logits_board"] == x["logits_host"] for x in r["results"])
+        assert r["results"][0]["line_resends"] == 1 and "rerun" not in r["results"][0]
+        assert all("line_resends" not in x for x in r["results"][1:])
+        assert r["summary"]["lines_resent"] == 1 and r["summary"]["rerun_images"] == []
+        assert "serial: 1 result line(s) failed their checksum and were sent again" in out.out
+
+        damaged = damage_result_lines(monkeypatch, 100)     # every line damaged
+        rc = main(harness_args(b.path, model, tmp_path / "dead.json", 2))
+        err = capsys.readouterr().err
+    finally:
+        b.close()
+    assert rc == 1 and len(damaged) == 4
+    assert "the board's result line for image 0 failed its check 4 times" in err
+    assert "checksum mismatch" in err and "the serial line damages data" in err
+    assert "partial report kept" in err and "Traceback" not in err
+    r = json.loads((tmp_path / "dead.json").read_text())
+    assert r["status"] == "failed" and r["results"] == []
+
+
+# A fault on the board itself: the forward's logits come out wrong (one bit of logit 3), the
+# result line is well formed and its checksum right. ONCE undoes itself after one forward.
+FAULT_ONCE = """
+def _bvfault(fr):
+    del _bvnet.classify_frame
+    lg = type(_bvnet).classify_frame(_bvnet, fr)
+    lg[3] ^= 1
+    return lg
+_bvnet.classify_frame = _bvfault
+"""
+FAULT_ALWAYS = FAULT_ONCE.replace("    del _bvnet.classify_frame\n", "")
+
+
+def fault_before_first_image(monkeypatch, code):
+    """Run `code` on the board just before the harness sends its first image."""
+    real = RawRepl.exec
+    left = [1]
+
+    def exec_(self, src, *args, **kw):
+        if left[0] and src.startswith("_bv("):
+            left[0] = 0
+            real(self, code, 10, doing="injecting a fault on the board")
+        return real(self, src, *args, **kw)
+
+    monkeypatch.setattr(RawRepl, "exec", exec_)
+
+
+def test_board_mismatch_is_rerun_once_and_resume_counts(model, tmp_path, monkeypatch, capsys):
+    b = board(tmp_path)
+    report = tmp_path / "glitch.json"
+    try:
+        # a one-off fault: the image is run again, exact then, and the report says so
+        fault_before_first_image(monkeypatch, FAULT_ONCE)
+        rc = main(harness_args(b.path, model, report, 3))
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        r = json.loads(report.read_text())
+        first = r["results"][0]
+        assert first["rerun"] is True and first["match"] is True
+        assert first["logits_board"] == first["logits_host"]
+        diff = [j for j, (a, h) in enumerate(zip(first["first_try"]["logits_board"], first["logits_host"]))
+                if a != h]
+        assert diff == [3] and first["first_try"]["logits_board"][3] ^ 1 == first["logits_host"][3]
+        assert all("rerun" not in x for x in r["results"][1:])
+        s = r["summary"]
+        assert s["bit_exact"] == 3 and s["rerun_images"] == [0] and s["mismatched_images"] == []
+        assert "bit-exact: 3/3" in out.out
+        assert "re-run after differing from the host: [0] (exact on the re-run: [0])" in out.out
+
+        # resume asking for fewer images than the report holds: nothing to do, said truly
+        rc = main(harness_args(b.path, model, report, 2, "--resume"))
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert f"resuming {report}: 3 image(s) done, asked for 2: nothing to do" in out.err
+        r2 = json.loads(report.read_text())
+        assert r2["status"] == "complete" and r2["images"]["count"] == 3 and r2["resumed"] == 1
+        assert r2["results"] == r["results"] and r2["summary"]["done"] == 3
+        assert "bit-exact: 3/3" in out.out and "of 2" not in out.err
+
+        # a fault that stays: the re-run differs too, and the image counts as a mismatch
+        fault_before_first_image(monkeypatch, FAULT_ALWAYS)
+        rc = main(harness_args(b.path, model, tmp_path / "bad.json", 1))
+        out = capsys.readouterr()
+    finally:
+        b.close()
+    assert rc == 3, out.err
+    r = json.loads((tmp_path / "bad.json").read_text())
+    x = r["results"][0]
+    assert x["rerun"] is True and x["match"] is False and x["logits_board"] == x["first_try"]["logits_board"]
+    assert r["summary"]["mismatched_images"] == [0] and r["summary"]["bit_exact"] == 0
+    assert "differ: [0]" in out.out and "re-run after differing from the host: [0] (differed again)" in out.out
+
+
+def test_memory_error_on_resume_says_reset(model, tmp_path, capsys):
+    """A 64 KB heap cannot hold the model even with --mpy: the board frees and collects and
+    tries again, then the error tells the user to reset the board and resume (and not to
+    try --mpy, which is on already); resuming on the same live board says the same."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    b = MicroPythonPty(d, heapsize="64k", path=())
+    report = tmp_path / "tiny.json"
+    try:
+        errs = []
+        for extra in ((), ("--resume",)):
+            rc = main(harness_args(b.path, model, report, 2, "--mpy", *extra))
+            errs.append(capsys.readouterr().err)
+            assert rc == 1, errs[-1]
+    finally:
+        b.close()
+    assert f"resuming {report}: 0 image(s) done, asked for 2: 2 to go" in errs[1]
+    for err in errs:
+        assert "MemoryError" in err and "again after freeing and collecting the heap" in err
+        assert ("the board ran out of heap (also after freeing and collecting it): reset the board "
+                "(restart its micropython process: the unix port has no reset) and run the same "
+                "command again with --resume") in err
+        assert "try --weight-buffer 2048 or firmware with the package frozen" in err
+        assert "--mpy (" not in err and "Traceback (most recent call last)" in err
+        assert "(0 of 2 images done)" in err
+    r = json.loads(report.read_text())
+    assert r["status"] == "failed" and r["resumed"] == 1 and r["results"] == []

@@ -6,8 +6,9 @@
 Steps: read the model (host reference: IntModel) and N Fashion-MNIST test images; connect
 to the board's raw REPL; copy the device code and the model where the board's copies are
 missing or differ (by hash); load the classifier on the board; send each image as a raw
-frame and read back one line (integer logits, ticks_us of the forward, heap); compare with
-the host's logits bit for bit. After every image the report (JSON) is rewritten, so a board
+frame and read back one line (integer logits, ticks_us of the forward, heap; asked for again
+when its CRC-32 fails); compare with the host's logits bit for bit (an image that differs is
+run once more before it counts). After every image the report (JSON) is rewritten, so a board
 that dies leaves a partial report and `--resume` continues where it stopped. At the end:
 latency statistics, energy two ways (measured time x the board profile's power, and the
 analytical model of butterflyvit.energy) and a PNG plot.
@@ -112,21 +113,37 @@ if _root not in sys.path:
     sys.path.insert(0, _root)
 from binascii import a2b_base64 as _a2b
 from bvit.model import Classifier
-from bvit.frames import Frame
 from bvit.timing import ticks_us, ticks_diff, HeapProbe
 _hp = HeapProbe(False)
+def _bvload():
+    s = {model!r}
+    if s.startswith('module:'):          # a model frozen into the firmware (bytes NAME.MODEL)
+        s = __import__(s[7:]).MODEL
+    return Classifier(s, backend={backend!r}, weight_buffer={weight_buffer!r}, probe=_hp)
 gc.collect()
-_src = {model!r}
-if _src.startswith('module:'):          # a model frozen into the firmware (bytes NAME.MODEL)
-    _src = __import__(_src[7:]).MODEL
-_bvnet = Classifier(_src, backend={backend!r}, weight_buffer={weight_buffer!r}, probe=_hp)
-_src = None
+try:
+    _bvnet = _bvload()
+except MemoryError:
+    # what the failed attempt (or an earlier run) left may be garbage now: free it, try once more
+    print('BVIT-RETRY')
+    gc.collect()
+    try:
+        _bvnet = _bvload()
+    except MemoryError as e:
+        raise MemoryError('%s; again after freeing and collecting the heap' % e)
 gc.collect()
+from bvit.frames import Frame           # after the classifier: its buffers want the heap in one piece
+try:
+    from binascii import crc32 as _crc
+except ImportError:                     # a port without it: the package's pure-Python CRC-32
+    from bvit.modelfile import crc32_py as _crc
 import time as _t
 print('BVIT-READY', repr((_bvnet.ram, _hp.total, gc.mem_alloc(), gc.mem_free(),
       getattr(_bvnet.k, '__name__', str(_bvnet.k)), 'us' if hasattr(_t, 'ticks_us') else 'ms')))
 _t = None
+_bvline = ''
 def _bv(i, b, w, h, f):
+    global _bvline
     fr = Frame(_a2b(b), w, h, f)
     b = None
     gc.collect()
@@ -135,8 +152,15 @@ def _bv(i, b, w, h, f):
     t = ticks_us()
     lg = _bvnet.classify_frame(fr)
     t = ticks_diff(ticks_us(), t)
-    print('BVIT', i, t, _hp.peak, a0, ' '.join([str(v) for v in lg]))
+    p = '%d %d %d %d %s' % (i, t, _hp.peak, a0, ' '.join([str(v) for v in lg]))
+    _bvline = 'BVIT %s %08x' % (p, _crc(p.encode()) & 0xFFFFFFFF)
+    print(_bvline)
+def _bvr():
+    print(_bvline)
 """
+
+# How often a result line that fails its checksum is asked for again before giving up.
+LINE_TRIES = 4
 
 
 # Forget what an earlier run left on the board (the REPL keeps its globals and modules): the
@@ -149,8 +173,8 @@ if '_bvnet' in _g:
         _bvnet.close()
     except Exception:
         pass
-for _n in ('_bvnet', '_bv', '_hp', '_a2b', '_src', '_root', 'Classifier', 'Frame', 'ticks_us',
-           'ticks_diff', 'HeapProbe'):
+for _n in ('_bvnet', '_bv', '_bvr', '_bvload', '_bvline', '_hp', '_a2b', '_crc', '_src', '_root',
+           'Classifier', 'Frame', 'ticks_us', 'ticks_diff', 'HeapProbe'):
     if _n in _g:
         del _g[_n]
 for _n in [k for k in sys.modules if k == 'bvit' or k.startswith('bvit.')]:
@@ -160,19 +184,49 @@ gc.collect()
 """
 
 
-def _parse_line(text: str, index: int, classes: int) -> dict:
+def parse_result(text: str, index: int, classes: int):
+    """The result dict from the board's answer for image `index`, or (None, why) when no
+    line in it passes its CRC-32 (damaged on the wire, or cut short): then ask again."""
+    import zlib
+
+    why = "no result line"
     for line in text.splitlines():
-        parts = line.strip().split()
-        if len(parts) >= 5 and parts[0] == "BVIT":
-            try:
-                vals = [int(v) for v in parts[1:]]
-            except ValueError:
-                break
-            i, us, peak, base, logits = vals[0], vals[1], vals[2], vals[3], vals[4:]
-            if i != index or len(logits) != classes:
-                break
-            return {"us": us, "heap_peak": peak, "heap_before": base, "logits": logits}
-    raise HarnessError(f"the board's answer for image {index} is not a result line: {text[-300:]!r}")
+        line = line.strip()
+        if not line.startswith("BVIT "):
+            continue
+        payload, _, crc = line[5:].rpartition(" ")
+        if f"{zlib.crc32(payload.encode()):08x}" != crc:
+            why = f"checksum mismatch in {line[:120]!r}"
+            continue
+        try:
+            vals = [int(v) for v in payload.split()]
+        except ValueError:
+            vals = []
+        if len(vals) < 5:
+            raise HarnessError(f"the board's result line is not one the harness knows: {line[:200]!r}")
+        i, us, peak, base, logits = vals[0], vals[1], vals[2], vals[3], vals[4:]
+        if i != index or len(logits) != classes:
+            raise HarnessError(f"the board answered for image {i} with {len(logits)} logits, "
+                               f"image {index} with {classes} expected: {line[:200]!r}")
+        return {"us": us, "heap_peak": peak, "heap_before": base, "logits": logits}, None
+    return None, why
+
+
+def classify_on_board(repl, index, call, classes, timeout):
+    """Run `call` (a `_bv(...)` line) on the board and read its result line; a line that
+    fails its checksum is asked for again (`_bvr()` prints it again, the forward is not
+    re-run), LINE_TRIES times at most. Returns (result, resends)."""
+    doing = f"classifying image {index}"
+    text = repl.exec(call, timeout, doing=doing)
+    for resends in range(LINE_TRIES):
+        r, why = parse_result(text, index, classes)
+        if r is not None:
+            return r, resends
+        if resends + 1 < LINE_TRIES:
+            text = repl.exec("_bvr()\n", timeout, doing=f"asking again for the result of image {index}")
+    raise HarnessError(f"the board's result line for image {index} failed its check {LINE_TRIES} times "
+                       f"(last: {why}; the board said {text[-200:]!r}): the serial line damages data - "
+                       "check the cable and its length, or try a lower --baud")
 
 
 # ------------------------------------------------------------------ report
@@ -202,6 +256,10 @@ def summarise(report: dict) -> dict:
     out.update({
         "bit_exact": exact, "agreement": exact / n,
         "mismatched_images": [r["index"] for r in res if not r["match"]],
+        # images whose first run differed from the host: run again once before counting
+        "rerun_images": [r["index"] for r in res if r.get("rerun")],
+        # result lines that failed their CRC-32 on the wire and were sent again
+        "lines_resent": sum(r.get("line_resends", 0) for r in res),
         "top1_agreement": sum(r["top1_board"] == r["top1_host"] for r in res) / n,
         "accuracy_board": sum(r["top1_board"] == r["label"] for r in res) / n,
         "accuracy_host": sum(r["top1_host"] == r["label"] for r in res) / n,
@@ -265,6 +323,9 @@ def plot_report(report: dict, path) -> None:
     bad = [(r["index"], r["us"] / 1000) for r in res if not r["match"]]
     if bad:
         ax.plot(*zip(*bad), "x", color="red", ms=10, label="logits differ from host")
+    again = [(r["index"], r["us"] / 1000) for r in res if r.get("rerun") and r["match"]]
+    if again:
+        ax.plot(*zip(*again), "o", mfc="none", color="tab:orange", ms=9, label="differed once, exact on re-run")
     ax.set_xlabel("test image")
     ax.set_ylabel("ms per image (ticks_us)")
     exact = s.get("bit_exact", 0)
@@ -324,6 +385,14 @@ def format_summary(report: dict) -> str:
     lines += [
         f"bit-exact: {s['bit_exact']}/{s['done']} images ({100 * s['agreement']:.1f}%)"
         + (f"; differ: {s['mismatched_images'][:10]}" if s["mismatched_images"] else ""),
+    ]
+    if s.get("rerun_images"):
+        again = [i for i in s["rerun_images"] if i not in s["mismatched_images"]]
+        lines.append(f"re-run after differing from the host: {s['rerun_images'][:10]}"
+                     + (f" (exact on the re-run: {again[:10]})" if again else " (differed again)"))
+    if s.get("lines_resent"):
+        lines.append(f"serial: {s['lines_resent']} result line(s) failed their checksum and were sent again")
+    lines += [
         f"top-1: board {100 * s['accuracy_board']:.1f}%, host {100 * s['accuracy_host']:.1f}% "
         f"(labels of the {s['done']} images)",
         f"latency: mean {lat['mean']:.1f} ms, median {lat['median']:.1f}, p90 {lat['p90']:.1f}, "
@@ -375,6 +444,7 @@ def run_harness(o: HarnessOptions) -> dict:
     images_spec = {"dataset": "fashion-mnist", "split": "test", "folder": str(o.data or FASHION_MNIST_DIR),
                    "first": o.first, "count": o.images}
     report = None
+    resumed = 0
     if o.resume and report_path.is_file():
         try:
             report = json.loads(report_path.read_text())
@@ -387,9 +457,7 @@ def run_harness(o: HarnessOptions) -> dict:
         if report.get("board", {}).get("name") != board.name or old.get("first") != o.first:
             raise HarnessError(f"cannot resume: {report_path} is for board "
                                f"{report.get('board', {}).get('name')}, first image {old.get('first')}")
-        report["images"]["count"] = o.images
-        report["resumed"] = report.get("resumed", 0) + 1
-        log(f"resuming {report_path}: {len(report['results'])} of {o.images} images done")
+        resumed = report["resumed"] = report.get("resumed", 0) + 1
     elif o.resume:
         log(f"no report {report_path} to resume: starting afresh")
     if report is None:
@@ -407,9 +475,18 @@ def run_harness(o: HarnessOptions) -> dict:
     report["error"] = None
     report["updated"] = _now()
     done = {r["index"] for r in report["results"]}
+    # A resumed report keeps every image it holds: the run covers at least those.
+    count = max([o.images] + [i - o.first + 1 for i in done])
+    report["images"]["count"] = count
+    todo = [o.first + j for j in range(count) if o.first + j not in done]
+    if resumed:
+        log(f"resuming {report_path}: {len(done)} image(s) done, asked for {o.images}: "
+            + (f"{len(todo)} to go" if todo else "nothing to do"))
+    if not todo:
+        report["status"] = "complete"
+        return _finish(report, report_path, plot_path, board, cfg, o.power_w)
 
-    x, y = load_test_images(o.first, o.images, o.data)
-    todo = [o.first + j for j in range(o.images) if o.first + j not in done]
+    x, y = load_test_images(o.first, count, o.data)
 
     def save():
         report["updated"] = _now()
@@ -496,30 +573,40 @@ def run_harness(o: HarnessOptions) -> dict:
                            "heap_free_after_load": free, "backend": backend,
                            "timer": "time.ticks_us" if timer == "us" else
                            "millisecond ticks (no time.ticks_us on this port)"}
+        if "BVIT-RETRY" in out:
+            report["setup"]["load_retried"] = True
+            log("the board ran out of heap loading the model; it loaded after freeing and collecting")
         log(f"model loaded on the board: buffers {ram / 1024:.1f} KB, heap in use {alloc / 1024:.1f} KB "
             f"of {heap_total / 1024:.0f} KB, backend {backend}")
         save()
 
         stage = "classifying"
-        bar = _image_bar(o.progress, len(todo), len(done), o.images)
+        bar = _image_bar(o.progress, len(todo), len(done), count)
         classes = cfg.num_classes
         for idx in todo:
             current = idx
             img = x[idx - o.first]
             buf, w, h, fmt = frame_for(img, cfg.in_channels)
             host = ref.forward_frame(buf, w, h, fmt)
-            b64 = base64.b64encode(buf)
-            text = repl.exec(f"_bv({idx}, {b64!r}, {w}, {h}, {fmt!r})\n", o.timeout,
-                             doing=f"classifying image {idx}")
-            r = _parse_line(text, idx, classes)
             hl = [int(v) for v in host.logits]
+            call = f"_bv({idx}, {base64.b64encode(buf)!r}, {w}, {h}, {fmt!r})\n"
+            r, resends = classify_on_board(repl, idx, call, classes, o.timeout)
+            entry = {"index": idx, "label": int(y[idx - o.first]), "format": fmt, "width": w, "height": h}
+            if r["logits"] != hl:
+                # a checked line that differs from the host: run the image once more before it
+                # counts, so that a one-off fault (a glitch, a brown-out) is told from a real one
+                entry["rerun"] = True
+                entry["first_try"] = {"logits_board": r["logits"], "us": r["us"]}
+                r, more = classify_on_board(repl, idx, call, classes, o.timeout)
+                resends += more
             top_b = int(np.argmax(np.asarray(r["logits"])))   # first maximum, as intops.topk
             top_h = host.top(1)[0][0]
-            report["results"].append({"index": idx, "label": int(y[idx - o.first]), "format": fmt,
-                                      "width": w, "height": h, "logits_board": r["logits"],
-                                      "logits_host": hl, "match": r["logits"] == hl,
-                                      "top1_board": top_b, "top1_host": top_h, "us": r["us"],
-                                      "heap_peak": r["heap_peak"], "heap_before": r["heap_before"]})
+            entry.update({"logits_board": r["logits"], "logits_host": hl, "match": r["logits"] == hl,
+                          "top1_board": top_b, "top1_host": top_h, "us": r["us"],
+                          "heap_peak": r["heap_peak"], "heap_before": r["heap_before"]})
+            if resends:
+                entry["line_resends"] = resends
+            report["results"].append(entry)
             save()
             if bar:
                 s = report["summary"]
@@ -546,11 +633,9 @@ def run_harness(o: HarnessOptions) -> dict:
         n = len(report["results"])
         head = f"harness failed while {what}: {detail}"
         if "MemoryError" in detail:
-            head += ("\nthe board ran out of heap: try --mpy (the package precompiled, nothing compiled "
-                     "on the board), --weight-buffer 2048, or firmware with the package frozen "
-                     "(boards/<name>/manifest.py)")
+            head += "\n" + memory_advice(o, board, detail)
         msg = (f"{head}\n"
-               f"partial report kept: {report_path} ({n} of {o.images} images done); "
+               f"partial report kept: {report_path} ({n} of {report['images']['count']} images done); "
                f"run again with --resume to continue")
         raise HarnessError(msg) from None
     finally:
@@ -562,13 +647,41 @@ def run_harness(o: HarnessOptions) -> dict:
                     pass
             repl.close()
 
+    return _finish(report, report_path, plot_path, board, cfg, o.power_w)
+
+
+def _finish(report, report_path, plot_path, board, cfg, power_w) -> dict:
+    """The finished report: summary, energy, written with its plot."""
+    report["results"].sort(key=lambda r: r["index"])
     report["summary"] = summarise(report)
-    report["energy"] = energy_section(report, board, cfg, o.power_w)
+    report["energy"] = energy_section(report, board, cfg, power_w)
     report["updated"] = _now()
     report["plot"] = str(plot_path)
     _write_json(report_path, report)
     plot_report(report, plot_path)
     return report
+
+
+def memory_advice(o: HarnessOptions, board, detail: str) -> str:
+    """What to do when the board ran out of heap. Loading the model, the agent has already
+    freed and collected once and tried again; what is left then is the heap's own state: a
+    board that ran earlier harness runs since its reset keeps their leftovers scattered
+    through its heap (strings interned for good, modules), and the model's buffers want long
+    free runs. Only a reset clears that."""
+    if board.kind == "host":
+        reset = "restart its micropython process: the unix port has no reset"
+    else:
+        reset = f"mpremote connect {o.port} reset, or press its reset button"
+    reset = (f"reset the board ({reset}) and run the same command again with --resume: what "
+             "earlier runs left since its last reset fragments the heap")
+    tips = ([] if o.mpy else ["--mpy (the package precompiled, nothing compiled on the board)"])
+    tips += [f"--weight-buffer {o.weight_buffer // 2}"] if o.weight_buffer > 1024 else []
+    tips += ["firmware with the package frozen (boards/<name>/manifest.py)"]
+    tips = "try " + (", ".join(tips[:-1]) + " or " if len(tips) > 1 else "") + tips[-1]
+    again = " (also after freeing and collecting it)" if "after freeing and collecting" in detail else ""
+    if o.mpy:       # nothing left to compile on the board: the heap's state is the suspect
+        return f"the board ran out of heap{again}: {reset}. If a freshly reset board runs out too, {tips}"
+    return f"the board ran out of heap{again}: {tips}. On a board used since its last reset, {reset}"
 
 
 def _image_bar(enabled, total, initial, asked):
@@ -608,4 +721,5 @@ def _bytes_bar(enabled):
 
 
 __all__ = ["HarnessOptions", "run_harness", "load_test_images", "frame_for", "summarise",
-           "plot_report", "format_summary", "energy_section", "AGENT", "CLEANUP"]
+           "plot_report", "format_summary", "energy_section", "parse_result", "classify_on_board",
+           "memory_advice", "AGENT", "CLEANUP", "LINE_TRIES"]
