@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -37,6 +39,10 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck"]
 DATASETS = ("fashion-mnist", "cifar10", "digits")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
+
+
+class DataError(UserError):
+    """Data that is missing or cannot be read; the message names the file, or --data."""
 
 
 @dataclass
@@ -91,16 +97,19 @@ def read_idx(path) -> np.ndarray:
     with _open_maybe_gz(path) as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: not an IDX file")
+        raise DataError(f"{path}: not an IDX file")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
              0x0E: ">f8"}.get(data[2])
     if dtype is None:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+        raise DataError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
     ndim = data[3]
+    body = len(data) - 4 - 4 * ndim
+    if body < 0 or body % np.dtype(dtype).itemsize:
+        raise DataError(f"{path}: IDX file truncated")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: size {arr.size} does not match dims {dims}")
+        raise DataError(f"{path}: size {arr.size} does not match dims {dims}")
     return arr.reshape(dims)
 
 
@@ -109,14 +118,15 @@ def _find(root: Path, stem: str) -> Path:
                  stem.replace("-idx", ".idx")):
         if (root / name).exists():
             return root / name
-    raise FileNotFoundError(f"{stem}[.gz] not found in {root}")
+    raise DataError(f"{root}: no {stem}[.gz] in this folder (a Fashion-MNIST IDX folder "
+                    "has train-images-idx3-ubyte.gz and the three other files)")
 
 
 def load_fashion_mnist(path=None) -> Dataset:
     root = Path(path or FASHION_MNIST_DIR)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"Fashion-MNIST directory {root} not found (Debian: apt install dataset-fashion-mnist)")
+        hint = "give --data DIR" if path else "Debian: apt install dataset-fashion-mnist, or give --data DIR"
+        raise DataError(f"{root}: no such Fashion-MNIST folder ({hint})")
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         x = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
@@ -146,10 +156,9 @@ def _cifar_from_pickles(read):
     return np.concatenate(xs), np.concatenate(ys), xt, yt, classes
 
 
-def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+def _decode(data: bytes, name: str) -> np.ndarray:
+    from .images import read_image  # 16-bit scaled, decompression bombs refused
+    return read_image(io.BytesIO(data), "RGB", name).transpose(2, 0, 1)
 
 
 def _from_image_members(members):
@@ -168,7 +177,7 @@ def _from_image_members(members):
     out = []
     for split in ("train", "test"):
         rows = sorted(items[split], key=lambda r: (r[0], r[1]))
-        x = np.stack([_decode(read()) for _, _, read in rows])
+        x = np.stack([_decode(read(), f"{split}/{c}/{f}") for c, f, read in rows])
         y = np.array([classes.index(c) for c, _, _ in rows], dtype=np.int64)
         out += [x, y]
     return (*out, classes)
@@ -200,10 +209,10 @@ def default_cache_dir() -> Path:
 
 def load_cifar10(path, cache_dir=None) -> Dataset:
     if not path:
-        raise ValueError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
+        raise DataError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
     path = Path(path).resolve()
     if not path.exists():
-        raise FileNotFoundError(path)
+        raise DataError(f"{path}: no such CIFAR-10 file or folder (--data)")
     st = path.stat()
     key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -243,13 +252,22 @@ def load_digits() -> Dataset:
 
 
 def load_dataset(name: str, path=None, cache_dir=None) -> Dataset:
-    if name == "fashion-mnist":
-        return load_fashion_mnist(path)
-    if name == "cifar10":
-        return load_cifar10(path, cache_dir)
-    if name == "digits":
-        return load_digits()
-    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+    """The data set `name` from `path` (--data). Whatever is missing or unreadable raises
+    DataError, one line naming the file (or --data)."""
+    loaders = {"fashion-mnist": lambda: load_fashion_mnist(path),
+               "cifar10": lambda: load_cifar10(path, cache_dir), "digits": load_digits}
+    if name not in loaders:
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    try:
+        return loaders[name]()
+    except DataError:
+        raise
+    except OSError as exc:  # unreadable file, corrupt gzip, ...
+        where = exc.filename or path
+        raise DataError(f"{where}: cannot read {name} data ({exc.strerror or exc})") from None
+    except (ValueError, EOFError, tarfile.TarError) as exc:  # the readers' other refusals
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(msg if path and str(path) in msg else f"{path}: {msg}") from None
 
 
 # ------------------------------------------------------------------------- augmentation
