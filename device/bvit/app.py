@@ -64,7 +64,7 @@ def _camera(name):
     try:
         __import__(module)
     except ImportError:
-        raise OptionError("--input %s: this board has no `%s` module (%s); use --input "
+        raise OptionError("--input %s: this board has no '%s' module (%s); use --input "
                           "NAME.gray or NAME.rgb565, a raw frame file" % (name, module, what))
     return camera.Esp32Camera() if name == "esp32" else camera.OpenMVSensor()
 
