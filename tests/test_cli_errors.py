@@ -82,6 +82,10 @@ def files(tmp_path_factory):
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(f["image"])
     f["short_frame"] = d / "short.gray"
     f["short_frame"].write_bytes(bytes(60))
+    f["fm_broken"] = d / "fashion-mnist"  # the IDX files' names, not their contents
+    f["fm_broken"].mkdir()
+    for stem in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (f["fm_broken"] / f"{stem}-ubyte.gz").write_bytes(b"not gzip")
     f["bomb"] = d / "bomb.png"
     f["bomb"].write_bytes(bomb_png(100_000, 100_000))  # 10^10 pixels in a few KB
     f["big"] = d / "big.png"
@@ -93,6 +97,9 @@ def files(tmp_path_factory):
 CASES = [
     # train
     ("train-data-missing", "train --data {missing} --steps 1", "{missing}"),
+    ("train-data-a-file", "train --data {text} --steps 1", "{text}: not a folder"),
+    ("train-data-broken-files", "train --data {fm_broken} --steps 1",
+     "{fm_broken}/train-images-idx3-ubyte.gz: cannot read"),
     ("train-cifar10-no-data", "train --dataset cifar10 --steps 1", "--data"),
     ("train-cifar10-data-missing", "train --dataset cifar10 --data {missing}", "{missing}"),
     ("train-batch-size-0", "train --batch-size 0", "--batch-size"),

@@ -24,6 +24,7 @@ import os
 import pickle
 import struct
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,8 +95,11 @@ def _open_maybe_gz(path: Path):
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): magic 0x00 0x00 type ndim, big-endian dims."""
     path = Path(path)
-    with _open_maybe_gz(path) as f:
-        data = f.read()
+    try:
+        with _open_maybe_gz(path) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a broken .gz
+        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DataError(f"{path}: not an IDX file")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
@@ -124,6 +128,8 @@ def _find(root: Path, stem: str) -> Path:
 
 def load_fashion_mnist(path=None) -> Dataset:
     root = Path(path or FASHION_MNIST_DIR)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: not a folder (Fashion-MNIST's --data is the folder of its IDX files)")
     if not root.is_dir():
         hint = "give --data DIR" if path else "Debian: apt install dataset-fashion-mnist, or give --data DIR"
         raise DataError(f"{root}: no such Fashion-MNIST folder ({hint})")
@@ -262,8 +268,8 @@ def load_dataset(name: str, path=None, cache_dir=None) -> Dataset:
         return loaders[name]()
     except DataError:
         raise
-    except OSError as exc:  # unreadable file, corrupt gzip, ...
-        where = exc.filename or path
+    except OSError as exc:  # an unreadable file, ...
+        where = exc.filename or path or name
         raise DataError(f"{where}: cannot read {name} data ({exc.strerror or exc})") from None
     except (ValueError, EOFError, tarfile.TarError) as exc:  # the readers' other refusals
         msg = " ".join(str(exc).split()) or type(exc).__name__
