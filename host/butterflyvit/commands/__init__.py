@@ -5,11 +5,13 @@ import argparse
 
 
 def _number(kind, ok, what):
+    """An argparse type: `kind(text)` that `ok` accepts, else a usage error saying `what`."""
     def parse(text):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if v != v or not ok(v):  # v != v: NaN
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return v
