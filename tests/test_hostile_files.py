@@ -22,7 +22,7 @@ from test_intmodel import tiny_bytes
 torch = pytest.importorskip("torch")
 
 from butterflyvit.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint  # noqa: E402
-from butterflyvit.data import CIFAR10_CLASSES, DataFileError, load_cifar10  # noqa: E402
+from butterflyvit.data import CIFAR10_CLASSES, DataError, load_cifar10  # noqa: E402
 from butterflyvit.presets import preset_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,13 +283,13 @@ def test_crafted_cifar_member_is_refused_in_process(member, tmp_path):
     objs = {k: bytes_keys(v) for k, v in cifar_batches().items()}
     objs[member] = {**objs[member], b"data": RunsShell(marker)}
     root = write_cifar(tmp_path / "cifar-10-batches-py", objs, pickle.dumps)
-    with pytest.raises(DataFileError, match=f"{member}: not a plain CIFAR-10 batch "
+    with pytest.raises(DataError, match=f"{member}: not a plain CIFAR-10 batch "
                                             rf"\(refused to unpickle {SYSTEM}\)"):
         load_cifar10(root, cache_dir=tmp_path / "cache")
     tar = tmp_path / "c.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
         tf.add(root, arcname="cifar-10-batches-py")
-    with pytest.raises(DataFileError, match=f"c.tar.gz:cifar-10-batches-py/{member}: not a plain"):
+    with pytest.raises(DataError, match=f"c.tar.gz:cifar-10-batches-py/{member}: not a plain"):
         load_cifar10(tar, cache_dir=tmp_path / "cache")
     assert not marker.exists()
 
@@ -303,12 +303,12 @@ def test_malformed_cifar_members(tmp_path):
     for member, (data, why) in cases.items():
         root = write_cifar(tmp_path / member, objs, pickle.dumps)
         (root / member).write_bytes(data)
-        with pytest.raises(DataFileError, match=why) as e:
+        with pytest.raises(DataError, match=why) as e:
             load_cifar10(root, cache_dir=tmp_path / "cache")
         assert f"{member}:" in str(e.value) and "\n" not in str(e.value)
     root = write_cifar(tmp_path / "missing", objs, pickle.dumps)
     (root / "data_batch_5").unlink()
-    with pytest.raises(DataFileError, match="data_batch_5: missing"):
+    with pytest.raises(DataError, match="data_batch_5: missing"):
         load_cifar10(root, cache_dir=tmp_path / "cache")
 
 

@@ -5,6 +5,19 @@
 import gc
 import sys
 
+
+class OptionError(ValueError):
+    """A wrong option (argument, classify.json or CONFIG): exit status 2, as for the host's
+    butterflyvit; other failures exit with 1."""
+
+
+# Integer options: the least value each takes.
+_INT_MIN = {"top_k": 1, "weight_buffer": 0, "frames": 0}
+_FLAGS = ("logits", "verify")
+# --input values that are cameras: (the driver module the board needs, what it is)
+_CAMERAS = {"esp32": ("camera", "the ESP32 camera driver"), "openmv": ("sensor", "OpenMV's camera driver")}
+
+
 def _options(defaults):
     cfg = dict(defaults)
     try:
@@ -18,16 +31,42 @@ def _options(defaults):
     while i < len(argv):
         key = argv[i].lstrip("-").replace("-", "_")
         if key not in defaults:
-            raise ValueError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(defaults))))
-        if key in ("logits", "verify") and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
+            raise OptionError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(defaults))))
+        if key in _FLAGS and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
             cfg[key] = True
             i += 1
             continue
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise OptionError("option %s needs a value" % argv[i])
         v = argv[i + 1]
-        cfg[key] = int(v) if key in ("top_k", "weight_buffer", "frames") else (
-            v not in ("0", "false", "no") if key in ("logits", "verify") else v)
+        if key in _INT_MIN:
+            try:
+                v = int(v)
+            except ValueError:
+                raise OptionError("option %s: %r is not an integer" % (argv[i], v))
+        elif key in _FLAGS:
+            v = v not in ("0", "false", "no")
+        cfg[key] = v
         i += 2
+    for key in _INT_MIN:                    # the same checks for classify.json and CONFIG
+        v = cfg[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < _INT_MIN[key]:
+            raise OptionError("option %s (--%s) must be an integer of at least %d, got %r"
+                              % (key, key.replace("_", "-"), _INT_MIN[key], v))
     return cfg
+
+
+def _camera(name):
+    """The camera adapter for --input esp32 / openmv; a board without the driver module
+    gets an OptionError saying so, and what to give instead."""
+    from . import camera
+    module, what = _CAMERAS[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise OptionError("--input %s: this board has no '%s' module (%s); use --input "
+                          "NAME.gray or NAME.rgb565, a raw frame file" % (name, module, what))
+    return camera.Esp32Camera() if name == "esp32" else camera.OpenMVSensor()
 
 
 def _model_source(spec):
@@ -57,13 +96,14 @@ def _frame(cfg, net):
 
 def main(defaults):
     """Run classify.py's job with its CONFIG (defaults), classify.json and arguments;
-    returns the exit status (0, or 1 after printing the error)."""
+    returns the exit status: 0; 2 after a wrong option; 1 after any other error. Each error
+    is one `error...` line on stdout (all a board's REPL has)."""
     from .timing import HeapProbe, ticks_diff, ticks_ms
     try:
         cfg = _options(defaults)
-    except ValueError as e:
+    except OptionError as e:
         print("error: %s" % e)
-        return 1
+        return 2
     probe = HeapProbe(collect=True)
     stage = "loading the model"
     net = None
@@ -82,10 +122,10 @@ def main(defaults):
         gc.collect()
         probe()
         loaded = gc.mem_alloc()
-        if cfg["input"] in ("esp32", "openmv"):
+        if cfg["input"] in _CAMERAS:
             stage = "starting the camera"
+            cam = _camera(cfg["input"])
             from . import camera
-            cam = camera.Esp32Camera() if cfg["input"] == "esp32" else camera.OpenMVSensor()
             stage = "classifying camera frames"
             camera.live(net, cam, cfg["top_k"], cfg["frames"])
             return 0
@@ -127,6 +167,9 @@ def main(defaults):
               "or the bvit package precompiled (mpy-cross) or frozen into the firmware.")
     except OSError as e:
         print("error while %s: %s" % (stage, _oserror(e, cfg, stage)))
+    except OptionError as e:
+        print("error: %s" % e)
+        return 2
     except ValueError as e:
         print("error while %s: %s" % (stage, e))
     finally:
@@ -137,9 +180,11 @@ def main(defaults):
 
 def _oserror(e, cfg, stage):
     try:
-        from errno import ENOENT
+        from errno import EISDIR, ENOENT
     except ImportError:
-        ENOENT = 2
+        EISDIR, ENOENT = 21, 2
+    if e.args and e.args[0] == EISDIR:
+        return "%r is a directory" % (cfg["model"] if stage == "loading the model" else cfg["input"])
     # the WebAssembly port reports Emscripten's ENOENT (44) while its errno module says 2
     if e.args and (e.args[0] == ENOENT or (e.args[0] == 44 and sys.platform == "webassembly")):
         if stage == "loading the model":

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .errors import UserError
 
 FORMAT = 1
 PLAIN = (str, int, float, bool, type(None))  # exact types: a str subclass is not plain
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a (loadable) butterflyvit checkpoint; str() is one line naming it."""
 
 

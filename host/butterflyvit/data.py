@@ -24,11 +24,14 @@ import os
 import pickle
 import struct
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .errors import UserError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -37,6 +40,10 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck"]
 DATASETS = ("fashion-mnist", "cifar10", "digits")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
+
+
+class DataError(UserError):
+    """Data that is missing or cannot be read; the message names the file, or --data."""
 
 
 @dataclass
@@ -88,19 +95,25 @@ def _open_maybe_gz(path: Path):
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): magic 0x00 0x00 type ndim, big-endian dims."""
     path = Path(path)
-    with _open_maybe_gz(path) as f:
-        data = f.read()
+    try:
+        with _open_maybe_gz(path) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a broken .gz
+        raise DataError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: not an IDX file")
+        raise DataError(f"{path}: not an IDX file")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
              0x0E: ">f8"}.get(data[2])
     if dtype is None:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+        raise DataError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
     ndim = data[3]
+    body = len(data) - 4 - 4 * ndim
+    if body < 0 or body % np.dtype(dtype).itemsize:
+        raise DataError(f"{path}: IDX file truncated")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: size {arr.size} does not match dims {dims}")
+        raise DataError(f"{path}: size {arr.size} does not match dims {dims}")
     return arr.reshape(dims)
 
 
@@ -109,14 +122,17 @@ def _find(root: Path, stem: str) -> Path:
                  stem.replace("-idx", ".idx")):
         if (root / name).exists():
             return root / name
-    raise FileNotFoundError(f"{stem}[.gz] not found in {root}")
+    raise DataError(f"{root}: no {stem}[.gz] in this folder (a Fashion-MNIST IDX folder "
+                    "has train-images-idx3-ubyte.gz and the three other files)")
 
 
 def load_fashion_mnist(path=None) -> Dataset:
     root = Path(path or FASHION_MNIST_DIR)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: not a folder (Fashion-MNIST's --data is the folder of its IDX files)")
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"Fashion-MNIST directory {root} not found (Debian: apt install dataset-fashion-mnist)")
+        hint = "give --data DIR" if path else "Debian: apt install dataset-fashion-mnist, or give --data DIR"
+        raise DataError(f"{root}: no such Fashion-MNIST folder ({hint})")
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         x = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
@@ -129,10 +145,6 @@ def load_fashion_mnist(path=None) -> Dataset:
 
 
 # ------------------------------------------------------------------------------ CIFAR-10
-
-class DataFileError(ValueError):
-    """A data file that cannot be read, or is refused; str() is one line naming it."""
-
 
 def _numpy_pickle_globals():
     """The only globals a CIFAR-10 batch pickle may name: numpy's array, dtype and scalar
@@ -169,10 +181,10 @@ def _unpickle_cifar(data: bytes, where: str):
     try:
         return _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _Refused as exc:
-        raise DataFileError(f"{where}: not a plain CIFAR-10 batch ({exc}); CIFAR-10 "
+        raise DataError(f"{where}: not a plain CIFAR-10 batch ({exc}); CIFAR-10 "
                             "pickles may hold only numpy arrays and plain values") from None
     except Exception as exc:  # truncated or not a pickle at all
-        raise DataFileError(f"{where}: not a CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{where}: not a CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
 
 
 def _cifar_from_pickles(read, where):
@@ -182,7 +194,7 @@ def _cifar_from_pickles(read, where):
         try:
             data = read(name)
         except FileNotFoundError:
-            raise DataFileError(f"{where(name)}: missing (CIFAR-10 needs data_batch_1..5 and "
+            raise DataError(f"{where(name)}: missing (CIFAR-10 needs data_batch_1..5 and "
                                 "test_batch)") from None
         d = _unpickle_cifar(data, where(name))
         try:
@@ -191,7 +203,7 @@ def _cifar_from_pickles(read, where):
             if len(x) != len(y):
                 raise ValueError(f"{len(x)} images but {len(y)} labels")
         except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise DataFileError(f"{where(name)}: not a CIFAR-10 batch (a dict of b'data', "
+            raise DataError(f"{where(name)}: not a CIFAR-10 batch (a dict of b'data', "
                                 f"N x 3072 uint8, and b'labels'; {type(exc).__name__}: {exc})") from None
         return x, y
 
@@ -205,10 +217,9 @@ def _cifar_from_pickles(read, where):
     return np.concatenate(xs), np.concatenate(ys), xt, yt, classes
 
 
-def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+def _decode(data: bytes, name: str) -> np.ndarray:
+    from .images import read_image  # 16-bit scaled, decompression bombs refused
+    return read_image(io.BytesIO(data), "RGB", name).transpose(2, 0, 1)
 
 
 def _from_image_members(members):
@@ -227,7 +238,7 @@ def _from_image_members(members):
     out = []
     for split in ("train", "test"):
         rows = sorted(items[split], key=lambda r: (r[0], r[1]))
-        x = np.stack([_decode(read()) for _, _, read in rows])
+        x = np.stack([_decode(read(), f"{split}/{c}/{f}") for c, f, read in rows])
         y = np.array([classes.index(c) for c, _, _ in rows], dtype=np.int64)
         out += [x, y]
     return (*out, classes)
@@ -265,10 +276,10 @@ def default_cache_dir() -> Path:
 
 def load_cifar10(path, cache_dir=None) -> Dataset:
     if not path:
-        raise ValueError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
+        raise DataError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
     path = Path(path).resolve()
     if not path.exists():
-        raise FileNotFoundError(path)
+        raise DataError(f"{path}: no such CIFAR-10 file or folder (--data)")
     st = path.stat()
     key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -308,13 +319,22 @@ def load_digits() -> Dataset:
 
 
 def load_dataset(name: str, path=None, cache_dir=None) -> Dataset:
-    if name == "fashion-mnist":
-        return load_fashion_mnist(path)
-    if name == "cifar10":
-        return load_cifar10(path, cache_dir)
-    if name == "digits":
-        return load_digits()
-    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+    """The data set `name` from `path` (--data). Whatever is missing or unreadable raises
+    DataError, one line naming the file (or --data)."""
+    loaders = {"fashion-mnist": lambda: load_fashion_mnist(path),
+               "cifar10": lambda: load_cifar10(path, cache_dir), "digits": load_digits}
+    if name not in loaders:
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    try:
+        return loaders[name]()
+    except DataError:
+        raise
+    except OSError as exc:  # an unreadable file, ...
+        where = exc.filename or path or name
+        raise DataError(f"{where}: cannot read {name} data ({exc.strerror or exc})") from None
+    except (ValueError, EOFError, tarfile.TarError) as exc:  # the readers' other refusals
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(msg if path and str(path) in msg else f"{path}: {msg}") from None
 
 
 # ------------------------------------------------------------------------- augmentation

@@ -331,15 +331,17 @@ def _check_arrays(cfg, w):
 def image_to_frame(path, fmt: str | None = None, channels: int = 1):
     """A PNG/JPEG/... file -> (frame bytes, width, height, format) as a camera would deliver
     it: GRAYSCALE for a 1-channel model, RGB565 (big-endian) for a 3-channel one, unless
-    `fmt` says otherwise."""
-    from PIL import Image
+    `fmt` says otherwise. 16-bit images are scaled to 8 bits; images.read_image refuses
+    what it cannot read (ImageError) and decompression bombs."""
+    from .images import read_image
 
     fmt = fmt or ("GRAYSCALE" if channels == 1 else "RGB565")
-    with Image.open(path) as im:
-        if fmt == "GRAYSCALE":
-            g = np.asarray(im.convert("L"), dtype=np.uint8)
-            return g.tobytes(), g.shape[1], g.shape[0], fmt
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint16)
+    if fmt not in ("GRAYSCALE", "RGB565"):
+        raise ValueError(f"frame format must be GRAYSCALE or RGB565, got {fmt!r}")
+    if fmt == "GRAYSCALE":
+        g = read_image(path, "L")
+        return g.tobytes(), g.shape[1], g.shape[0], fmt
+    rgb = read_image(path, "RGB")
     return rgb_to_rgb565(rgb), rgb.shape[1], rgb.shape[0], "RGB565"
 
 

@@ -250,13 +250,29 @@ def encode_model(arrays: dict, metadata: dict) -> bytes:
 
 
 def write_model(path, arrays: dict, metadata: dict) -> int:
-    """Write a model file (atomically: a temporary file renamed into place); returns its size."""
+    """Write a model file atomically: a temporary file beside `path`, renamed into place,
+    and removed again whatever fails. Returns the size. A `path` that is a directory, or
+    whose folder does not exist, raises IsADirectoryError / FileNotFoundError naming it."""
+    import errno
+
     data = encode_model(arrays, metadata)
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"no such folder {folder}", path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, no permission, Ctrl-C: leave nothing behind
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     return len(data)
 
 

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import augment, load_dataset, normalize
+from .errors import UserError
 from .moe import neighbour_agreement
 from .vit import routing_stats
 
@@ -263,11 +264,11 @@ def _train(model_cfg, tc, dist):
     mean, std = (ckpt["normalize"]["mean"], ckpt["normalize"]["std"]) if ckpt else (ds.mean, ds.std)
 
     if tc.batch_size % dist.world:
-        raise ValueError(f"batch size {tc.batch_size} is not divisible by {dist.world} processes")
+        raise UserError(f"--batch-size {tc.batch_size} is not divisible by {dist.world} processes")
     local_bs = tc.batch_size // dist.world
     steps_per_epoch = len(train_split) // tc.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch size {tc.batch_size} exceeds the {len(train_split)} training images")
+        raise UserError(f"--batch-size {tc.batch_size} exceeds the {len(train_split)} training images")
     total = tc.steps if tc.steps else max(1, round(tc.epochs * steps_per_epoch))
     warmup = tc.warmup_steps if tc.warmup_steps is not None else min(500, max(1, total // 20))
     pad = tc.pad if tc.pad is not None else {28: 2, 32: 4}.get(ds.image_size, 1)

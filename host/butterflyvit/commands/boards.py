@@ -1,6 +1,8 @@
 """butterflyvit boards: the board profiles, which models fit which boards (flash and peak RAM)
 and why not; optionally the analytical energy per inference, or a model frozen for firmware."""
 
+from . import positive_int
+
 HELP = "list the board profiles and which models fit which boards (flash, peak RAM), and why not"
 
 
@@ -14,7 +16,7 @@ def add_arguments(p):
                    help="boards to show (default: all profiles in boards/)")
     p.add_argument("--frozen", action="store_true",
                    help="the device code is frozen into the firmware (no heap for code)")
-    p.add_argument("--weight-buffer", type=int, default=4096, metavar="BYTES",
+    p.add_argument("--weight-buffer", type=positive_int, default=4096, metavar="BYTES",
                    help="the classifier's weight buffer (default 4096, as on the board)")
     p.add_argument("--energy", action="store_true",
                    help="also print the analytical energy per inference against a standard MoE")
@@ -34,20 +36,20 @@ def _mw(w):
 
 def run(args) -> int:
     import json
-    import sys
     from pathlib import Path
 
     from .. import boards as B
+    from ..errors import UserError
 
     if args.freeze:
         if not args.out:
-            print("error: --freeze needs --out PY", file=sys.stderr)
-            return 2
+            raise UserError("--freeze needs --out PY")
         try:
             n = B.freeze_model(args.freeze, args.out)
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        except OSError:
+            raise  # names the file
+        except ValueError as exc:
+            raise UserError(f"--freeze {args.freeze}: {exc}") from None
         print(f"wrote {args.out}: MODEL = {n:,} bytes of {args.freeze}; build with "
               f"BVIT_MODEL_PY={Path(args.out).resolve()} and FROZEN_MANIFEST=boards/<board>/manifest.py")
         return 0
@@ -55,11 +57,9 @@ def run(args) -> int:
     try:
         boards = [B.get_board(n) for n in args.board] if args.board else list(B.BOARDS.values())
     except B.BoardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"--board: {exc}") from None
     if not boards:
-        print(f"error: no board profiles found in {B.BOARDS_DIR}", file=sys.stderr)
-        return 1
+        raise UserError(f"no board profiles found in {B.BOARDS_DIR}")
 
     from ..config import ModelConfig
     from ..presets import preset_config
@@ -69,15 +69,18 @@ def run(args) -> int:
         sources = sorted(str(p) for p in (B.REPO / "models").glob("*.bvit"))
     presets = args.preset if args.preset is not None else ([] if args.model else ["pico", "paper"])
     needs = []
-    try:
-        for path in sources:
+    for path in sources:
+        try:
             needs.append(B.model_needs(path, frozen=args.frozen, weight_buffer=args.weight_buffer))
-        for name in presets:
-            needs.append(B.model_needs((f"{name} (preset)", preset_config(name)), frozen=args.frozen,
-                                       weight_buffer=args.weight_buffer))
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        except (ValueError, KeyError) as exc:  # not a model file (a missing one: OSError)
+            raise UserError(f"{path}: {exc}") from None
+    for name in presets:
+        try:
+            cfg = preset_config(name)
+        except ValueError as exc:
+            raise UserError(f"--preset: {exc}") from None
+        needs.append(B.model_needs((f"{name} (preset)", cfg), frozen=args.frozen,
+                                   weight_buffer=args.weight_buffer))
 
     result = {"boards": [{"name": b.name, "title": b.title, "kind": b.kind, "cpu": b.cpu,
                           "clock_hz": b.clock_hz, "sram": b.sram, "heap": b.heap, "flash": b.flash,

@@ -1,6 +1,20 @@
 """butterflyvit classify: run the numpy integer reference on images and print the top classes."""
 
+from . import positive_int
+
 HELP = "classify images with the integer reference (the golden implementation) of a model file"
+
+
+def _frame_size(text):
+    """--size WIDTHxHEIGHT, both at least 1."""
+    import argparse
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 160x120)") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be at least 1")
+    return w, h
 
 
 def add_arguments(p):
@@ -8,8 +22,9 @@ def add_arguments(p):
     p.add_argument("images", metavar="IMAGE", nargs="+",
                    help="PNG/JPEG/... (sent as a GRAYSCALE frame to a 1-channel model, RGB565 to "
                         "a 3-channel one), or a raw camera frame NAME.gray / NAME.rgb565 with --size")
-    p.add_argument("--top-k", "-k", type=int, default=3, help="classes to print (default 3)")
-    p.add_argument("--size", metavar="WxH", help="width x height of raw .gray / .rgb565 frames")
+    p.add_argument("--top-k", "-k", type=positive_int, default=3, help="classes to print (default 3)")
+    p.add_argument("--size", metavar="WxH", type=_frame_size,
+                   help="width x height of raw .gray / .rgb565 frames")
     p.add_argument("--format", choices=["GRAYSCALE", "RGB565"],
                    help="frame format for image files (default by the model's channels)")
     p.add_argument("--json", action="store_true",
@@ -17,27 +32,20 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Every image is tried; each one that cannot be classified gets its error line (naming
+    it) and the status becomes 2, the others are still printed."""
     import json
     import os
-    import sys
 
+    from ..cli import error, user_error
+    from ..errors import UserError
     from ..intmodel import FRAME_EXT, IntModel, image_to_frame, read_raw_frame
     from ..modelfile import ModelFormatError
 
-    def fail(msg):
-        print(f"butterflyvit classify: error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.top_k < 1:
-        return fail("--top-k must be at least 1")
     try:
         model = IntModel.load(args.model)
-    except FileNotFoundError:
-        return fail(f"{args.model}: no such file")
-    except IsADirectoryError:
-        return fail(f"{args.model}: is a directory")
     except ModelFormatError as exc:
-        return fail(f"{args.model}: {exc}")
+        raise UserError(f"{args.model}: {exc}") from None
     cfg = model.cfg
     out = []
     status = 0
@@ -45,18 +53,17 @@ def run(args) -> int:
         try:
             if os.path.splitext(path)[1].lower() in FRAME_EXT:
                 if not args.size:
-                    raise ValueError("a raw frame needs --size WIDTHxHEIGHT")
+                    raise UserError(f"{path}: a raw frame needs --size WIDTHxHEIGHT")
                 buf, w, h, fmt = read_raw_frame(path, args.size)
             else:
                 buf, w, h, fmt = image_to_frame(path, args.format, cfg.in_channels)
             r = model.forward_frame(buf, w, h, fmt)
-        except FileNotFoundError:
-            print(f"butterflyvit classify: error: {path}: no such file", file=sys.stderr)
-            status = 2
-            continue
-        except (ValueError, OSError) as exc:  # wrong frame size, not an image, ...
-            print(f"butterflyvit classify: error: {path}: {exc}", file=sys.stderr)
-            status = 2
+        except Exception as exc:
+            # a bad image spoils only its own line; the status says one was bad
+            msg = user_error(exc) or (f"{path}: {exc}" if isinstance(exc, ValueError) else None)
+            if msg is None:
+                raise
+            status = error("classify", msg)
             continue
         probs = model.probabilities(r.logits)
         top = [{"class": i, "name": str(model.classes[i]), "logit": v, "prob": round(float(probs[i]), 4)}

@@ -5,6 +5,8 @@ images with the host integer reference and with device/classify.py on the real
 MicroPython unix port under a board-sized heap -> compare the integer logits.
 """
 
+from . import positive_int
+
 HELP = "train or load a model, pack it, classify images on the MicroPython unix port, compare with the host"
 
 DEFAULT_CHECKPOINT = "models/pico-fmnist.pt"
@@ -14,9 +16,9 @@ DEFAULT_SHIPPED_MODEL = "models/pico-fmnist.bvit"
 def add_arguments(p):
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="CKPT",
                    help=f"float checkpoint to pack (default {DEFAULT_CHECKPOINT}, the shipped one)")
-    p.add_argument("--train-steps", type=int, metavar="N",
+    p.add_argument("--train-steps", type=positive_int, metavar="N",
                    help="train a fresh pico model for N steps on Fashion-MNIST instead of loading one")
-    p.add_argument("--images", type=int, default=8, metavar="N",
+    p.add_argument("--images", type=positive_int, default=8, metavar="N",
                    help="Fashion-MNIST test images to classify (default 8)")
     p.add_argument("--heapsize", default="96k",
                    help="MicroPython heap, like a board's (default 96k: RP2040 / ESP32 class)")
@@ -70,13 +72,13 @@ def _run_board(exe, heapsize, board_dir, model, frame, size, backend):
 
 def run(args) -> int:
     import filecmp
-    import sys
     from pathlib import Path
 
     import numpy as np
 
     from ..cli import main as cli
     from ..data import load_dataset
+    from ..errors import UserError
     from ..intmodel import IntModel
 
     repo = Path(__file__).resolve().parents[3]
@@ -95,9 +97,7 @@ def run(args) -> int:
         if rc:
             return rc
     elif not checkpoint.exists():
-        print(f"butterflyvit demo: no checkpoint at {checkpoint} (use --train-steps N to train one)",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"--checkpoint {checkpoint}: no such file (use --train-steps N to train one)")
 
     step(f"pack: {checkpoint} -> {out / 'model.bvit'}")
     model_file = out / "model.bvit"
@@ -115,6 +115,8 @@ def run(args) -> int:
     net = IntModel.load(model_file)
     cfg = net.cfg
     test = load_dataset("fashion-mnist").test
+    if args.images > len(test):
+        raise UserError(f"--images {args.images}: the test set has {len(test)} images")
     frames = out / "frames"
     frames.mkdir(exist_ok=True)
     exe = _micropython()

@@ -1,5 +1,7 @@
 """butterflyvit eval: integer top-1 of a model file beside the float checkpoint's, same images."""
 
+from . import nonnegative_int, positive_int
+
 HELP = "evaluate a model file's integer reference on a test set (beside the float checkpoint)"
 
 
@@ -9,13 +11,24 @@ def add_arguments(p):
     p.add_argument("--data", metavar="PATH", help="data location (as for train)")
     p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10)")
     p.add_argument("--checkpoint", metavar="CKPT", help="the float checkpoint, evaluated on the same images")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N test images")
+    p.add_argument("--limit", type=nonnegative_int, metavar="N", help="only the first N test images")
     p.add_argument("--frames", action="store_true",
                    help="feed the integer model camera frames (GRAYSCALE, or RGB565 for 3 channels) "
                         "instead of the 8-bit pixels the float model sees")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the float model (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the float model (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+# Fields that do not change what a trained model computes (noise only while training).
+TRAINING_ONLY = ("router_noise",)
+
+
+def _config_difference(ckpt_cfg, file_cfg) -> str:
+    """'' when the checkpoint's config is the packed model's, else which fields differ."""
+    a, b = ckpt_cfg.to_dict(), file_cfg.to_dict()
+    return ", ".join(f"{k} {a[k]!r} in the checkpoint, {b.get(k)!r} in the model file"
+                     for k in a if k not in TRAINING_ONLY and a[k] != b.get(k))
 
 
 def run(args) -> int:
@@ -26,45 +39,55 @@ def run(args) -> int:
     import numpy as np
 
     from ..data import load_dataset
+    from ..errors import UserError
     from ..intmodel import IntModel, rgb_to_rgb565
     from ..modelfile import ModelFormatError
 
-    def fail(msg):
-        print(f"butterflyvit eval: error: {msg}", file=sys.stderr)
-        return 2
-
     try:
         model = IntModel.load(args.model)
-    except FileNotFoundError:
-        return fail(f"{args.model}: no such file")
     except ModelFormatError as exc:
-        return fail(f"{args.model}: {exc}")
+        raise UserError(f"{args.model}: {exc}") from None
     cfg = model.cfg
+    ckpt = None
+    if args.checkpoint:  # read and matched before the data set, which can take a while
+        from ..checkpoint import build_model
+        from ..config import ModelConfig
+        from . import read_checkpoint
+
+        ckpt = read_checkpoint(args.checkpoint)
+        try:
+            ckpt_cfg = ModelConfig.from_dict(ckpt["config"])
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{args.checkpoint}: cannot read the checkpoint ({exc})") from None
+        differ = _config_difference(ckpt_cfg, cfg)
+        if differ:
+            raise UserError(f"--checkpoint {args.checkpoint} is not the model packed in "
+                            f"{args.model}: {differ}")
     try:
         ds = load_dataset(args.dataset, args.data, args.cache_dir)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        return fail(f"cannot load {args.dataset!r}: {exc}")
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"cannot load {args.dataset!r}: {exc}") from None
     split = ds.test
-    n = len(split) if args.limit is None else max(0, min(args.limit, len(split)))
+    n = len(split) if args.limit is None else min(args.limit, len(split))
     if ds.channels != cfg.in_channels or ds.image_size != cfg.image_size:
-        return fail(f"{args.dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
-                    f"the model takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
+        raise UserError(f"{args.dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
+                        f"{args.model} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
     images = split.images[:n].numpy()
     labels = split.labels[:n].numpy()
 
     float_pred = None
-    if args.checkpoint:
+    if ckpt is not None:
         import torch
 
-        from ..checkpoint import CheckpointError, load_model
         from ..data import normalize
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
+        fmodel = build_model(ckpt_cfg)
         try:
-            fmodel, ckpt = load_model(args.checkpoint)
-        except FileNotFoundError:
-            return fail(f"{args.checkpoint}: no such file")
-        except CheckpointError as exc:
-            return fail(str(exc))
+            fmodel.load_state_dict(ckpt["model"])
+        except (RuntimeError, TypeError, KeyError) as exc:  # weights of another shape
+            msg = " ".join(str(exc).split())
+            raise UserError(f"{args.checkpoint}: cannot read the checkpoint ({msg})") from None
+        fmodel.eval()
         norm = ckpt.get("normalize") or {"mean": ds.mean, "std": ds.std}
         preds = []
         with torch.no_grad():

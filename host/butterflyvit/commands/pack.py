@@ -1,5 +1,7 @@
 """butterflyvit pack: a float ButterflyViT checkpoint -> one integer model file, and what it costs."""
 
+from . import positive_int
+
 HELP = "quantise a ButterflyViT checkpoint to the integer model and write the packed model file"
 
 # Report parts, in print order: (key, label). Section names map to parts by `part_of`.
@@ -20,13 +22,13 @@ PARTS = [
 def add_arguments(p):
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a ButterflyViT checkpoint (butterflyvit train)")
     p.add_argument("-o", "--out", metavar="MODEL", required=True, help="model file to write (*.bvit)")
-    p.add_argument("--calib", type=int, default=512, metavar="N",
+    p.add_argument("--calib", type=positive_int, default=512, metavar="N",
                    help="training images used to calibrate activation scales (default 512)")
     p.add_argument("--dataset", help="calibration data set (default: the checkpoint's)")
     p.add_argument("--data", metavar="PATH", help="data location (default: the checkpoint's, or the data set's default)")
     p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for calibration (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads for calibration (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -155,54 +157,47 @@ def format_report(r: dict) -> str:
 
 def run(args) -> int:
     import json
-    import sys
-
-    def fail(msg):
-        print(f"butterflyvit pack: error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.calib < 1:
-        return fail("--calib must be at least 1")
     import os
 
     import torch
 
-    from ..checkpoint import CheckpointError, build_model, load_checkpoint
+    from ..checkpoint import build_model
     from ..config import ModelConfig
     from ..data import load_dataset
+    from ..errors import UserError
     from ..modelfile import write_model
     from ..quantize import QuantizeError, calibration_images, check_butterfly, quantize_model
+    from . import check_output, read_checkpoint
 
+    check_output(args.out, "-o")
+    ckpt = read_checkpoint(args.checkpoint)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
         cfg = ModelConfig.from_dict(ckpt["config"])
         check_butterfly(cfg)
         model = build_model(cfg)
         model.load_state_dict(ckpt["model"])
         model.eval()
-    except FileNotFoundError:
-        return fail(f"{args.checkpoint}: no such file")
-    except CheckpointError as exc:  # already one line naming the file
-        return fail(str(exc))
     except QuantizeError as exc:
-        return fail(f"{args.checkpoint}: {exc}")
-    except Exception as exc:  # torch.load's many ways of refusing a file
-        return fail(f"{args.checkpoint}: cannot read the checkpoint ({exc})")
+        raise UserError(f"{args.checkpoint}: {exc}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # config and weights do not fit
+        msg = " ".join(str(exc).split())
+        raise UserError(f"{args.checkpoint}: cannot read the checkpoint ({msg})") from None
 
     train_cfg = ckpt.get("train") or {}
     dataset = args.dataset or ckpt.get("dataset") or train_cfg.get("dataset") or "fashion-mnist"
     data = args.data or (train_cfg.get("data") if dataset == train_cfg.get("dataset") else None)
     try:
         ds = load_dataset(dataset, data, args.cache_dir)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        return fail(f"cannot load the calibration data set {dataset!r}: {exc} (give --dataset/--data)")
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"cannot load the calibration data set {dataset!r}: {exc} "
+                        "(give --dataset/--data)") from None
     norm = ckpt.get("normalize") or {"mean": ds.mean, "std": ds.std}
     classes = ckpt.get("classes") or ds.classes
     if ds.channels != model.cfg.in_channels or ds.image_size != model.cfg.image_size:
-        return fail(f"data set {dataset!r} has {ds.channels}x{ds.image_size}x{ds.image_size} "
-                    f"images, the model takes {model.cfg.in_channels}x{model.cfg.image_size}x"
-                    f"{model.cfg.image_size}")
-    torch.set_num_threads(max(1, args.threads))
+        raise UserError(f"data set {dataset!r} has {ds.channels}x{ds.image_size}x{ds.image_size} "
+                        f"images, the model takes {model.cfg.in_channels}x{model.cfg.image_size}x"
+                        f"{model.cfg.image_size}")
+    torch.set_num_threads(args.threads)
     calib = calibration_images(ds, args.calib, args.seed)
     metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
     extra = {
@@ -214,7 +209,7 @@ def run(args) -> int:
     try:
         arrays, meta = quantize_model(model, calib, norm["mean"], norm["std"], classes, extra)
     except QuantizeError as exc:
-        return fail(str(exc))
+        raise UserError(f"{args.checkpoint}: {exc}") from None
     write_model(args.out, arrays, meta)
     report = size_report(args.out, model.cfg)
     if args.json:
