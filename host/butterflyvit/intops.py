@@ -725,6 +725,37 @@ def mean_pool(x, M: int, shift: int, bits: int = 8) -> np.ndarray:
 FRAME_FORMATS = {"GRAYSCALE": 1, "RGB565": 2}
 
 
+def _frame_bytes(buf, width: int, height: int, fmt: str) -> np.ndarray:
+    if fmt not in FRAME_FORMATS:
+        raise ValueError(f"frame format must be one of {sorted(FRAME_FORMATS)}, got {fmt!r}")
+    if width < 1 or height < 1:
+        raise ValueError(f"frame size must be at least 1x1, got {width}x{height}")
+    bpp = FRAME_FORMATS[fmt]
+    raw = np.frombuffer(bytes(buf), dtype=np.uint8)
+    if raw.size != width * height * bpp:
+        raise ValueError(f"{fmt} frame of {width}x{height} needs {width * height * bpp} bytes "
+                         f"({bpp} per pixel), got {raw.size}")
+    return raw
+
+
+def rgb565_to_rgb(hi, lo):
+    """Spec §14.1: the two bytes of a big-endian RGB565 pixel (int arrays) -> 8-bit (R, G, B),
+    each field widened by repeating its top bits below it."""
+    v = (hi << 8) | lo
+    r5, g6, b5 = v >> 11, (v >> 5) & 63, v & 31
+    return (r5 << 3) | (r5 >> 2), (g6 << 2) | (g6 >> 4), (b5 << 3) | (b5 >> 2)
+
+
+def decode_frame(buf, width: int, height: int, fmt: str) -> np.ndarray:
+    """A whole camera frame -> uint8 pixels, (H, W) for GRAYSCALE, (H, W, 3) for RGB565 (for
+    looking at a frame; the model's own path is frame_to_pixels)."""
+    raw = _frame_bytes(buf, width, height, fmt)
+    if fmt == "GRAYSCALE":
+        return raw.reshape(height, width).copy()
+    px = raw.reshape(height, width, 2).astype(np.int64)
+    return np.stack(rgb565_to_rgb(px[..., 0], px[..., 1]), axis=-1).astype(np.uint8)
+
+
 def frame_to_pixels(buf, width: int, height: int, fmt: str, image_size: int,
                     channels: int) -> np.ndarray:
     """Spec §14.1-14.3: a camera frame -> (channels, S, S) uint8 pixels.
@@ -732,19 +763,11 @@ def frame_to_pixels(buf, width: int, height: int, fmt: str, image_size: int,
     GRAYSCALE: one byte per pixel. RGB565: two bytes per pixel, big-endian (first byte
     RRRRRGGG, second GGGBBBBB). Rows top to bottom, pixels left to right. Centre crop to a
     square, nearest-neighbour resize to S = image_size, then to the model's channels."""
-    if fmt not in FRAME_FORMATS:
-        raise ValueError(f"frame format must be one of {sorted(FRAME_FORMATS)}, got {fmt!r}")
-    if width < 1 or height < 1:
-        raise ValueError(f"frame size must be at least 1x1, got {width}x{height}")
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
     if channels not in (1, 3):
         raise ValueError(f"the model takes 1 or 3 channels, got {channels}")
-    bpp = FRAME_FORMATS[fmt]
-    raw = np.frombuffer(bytes(buf), dtype=np.uint8)
-    if raw.size != width * height * bpp:
-        raise ValueError(f"{fmt} frame of {width}x{height} needs {width * height * bpp} bytes "
-                         f"({bpp} per pixel), got {raw.size}")
+    raw = _frame_bytes(buf, width, height, fmt)
     side = min(width, height)
     x0, y0 = (width - side) // 2, (height - side) // 2
     i = np.arange(image_size, dtype=np.int64)
@@ -756,9 +779,7 @@ def frame_to_pixels(buf, width: int, height: int, fmt: str, image_size: int,
             return g[None].astype(np.uint8)
         return np.repeat(g[None], 3, axis=0).astype(np.uint8)
     px = raw.reshape(height, width, 2)[np.ix_(rows, cols)].astype(np.int64)
-    v = (px[..., 0] << 8) | px[..., 1]
-    r5, g6, b5 = v >> 11, (v >> 5) & 63, v & 31
-    rgb = np.stack(((r5 << 3) | (r5 >> 2), (g6 << 2) | (g6 >> 4), (b5 << 3) | (b5 >> 2)))
+    rgb = np.stack(rgb565_to_rgb(px[..., 0], px[..., 1]))
     if channels == 3:
         return rgb.astype(np.uint8)
     y = (77 * rgb[0] + 150 * rgb[1] + 29 * rgb[2] + 128) >> 8
