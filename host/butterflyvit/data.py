@@ -15,6 +15,13 @@ Supported:
   decoded once.
 - "digits": scikit-learn's 8x8 digits (0..16 scaled to 0..255), split 1500/297 with a fixed
   permutation. For tests and tiny runs.
+- "folder": your own images, DIR/<class>/<image> (any format Pillow reads, any sizes), or
+  DIR/{train,test}/<class>/<image> for a split of your own. Each image is centre-cropped to a
+  square and resized (Lanczos) to image_size (default 32); the images are RGB unless every one
+  is greyscale. Without train/test folders, about 20% of the files go to the test split by a
+  hash of "<class>/<file name>": the same split on every run and machine, and a file never
+  changes side when others are added. Decoded pixels are cached like CIFAR-10's, keyed on
+  every file's name, size and modification time.
 """
 
 import gzip
@@ -38,7 +45,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
-DATASETS = ("fashion-mnist", "cifar10", "digits")
+DATASETS = ("fashion-mnist", "cifar10", "digits", "folder")
+FOLDER_IMAGE_SIZE = 32       # the folder data set's default input size (pixels, square)
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm")
 
 
@@ -123,7 +131,8 @@ def _find(root: Path, stem: str) -> Path:
         if (root / name).exists():
             return root / name
     raise DataError(f"{root}: no {stem}[.gz] in this folder (a Fashion-MNIST IDX folder "
-                    "has train-images-idx3-ubyte.gz and the three other files)")
+                    "has train-images-idx3-ubyte.gz and the three other files; for a folder "
+                    "of your own images use --dataset folder)")
 
 
 def load_fashion_mnist(path=None) -> Dataset:
@@ -274,33 +283,121 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "butterflyvit"
 
 
+def _source_key(path: Path, *extra) -> str:
+    """What the decoded pixels depend on: for a folder, every file's relative name, size and
+    modification time (adding an image to a class folder changes the key; the folder's own
+    time would not); for a file (an archive), its own."""
+    h = hashlib.sha1(f"{path}|{'|'.join(map(str, extra))}".encode())
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            st = p.stat()
+            h.update(f"\n{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        st = path.stat()
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cached_decode(kind: str, key: str, cache_dir, decode) -> tuple:
+    """(xtr, ytr, xte, yte, classes) from the .npz cache, or decode() and cache it."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cfile = cache / f"{kind}-{key}.npz"
+    if cfile.exists():
+        z = np.load(cfile, allow_pickle=False)  # the cache is data too
+        return z["xtr"], z["ytr"], z["xte"], z["yte"], [str(c) for c in z["classes"]]
+    xtr, ytr, xte, yte, classes = decode()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cfile.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
+        os.replace(tmp, cfile)
+    except OSError:
+        pass  # a read-only cache only costs the decoding time
+    return xtr, ytr, xte, yte, classes
+
+
+def _dataset(name, xtr, ytr, xte, yte, classes) -> Dataset:
+    train = Split(torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr))
+    test = Split(torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte))
+    mean, std = channel_stats(train.images)
+    return Dataset(name, train, test, list(classes), mean, std)
+
+
 def load_cifar10(path, cache_dir=None) -> Dataset:
     if not path:
         raise DataError("CIFAR-10 needs --data PATH (pickle directory, image tree or .tar.gz)")
     path = Path(path).resolve()
     if not path.exists():
         raise DataError(f"{path}: no such CIFAR-10 file or folder (--data)")
-    st = path.stat()
-    key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cfile = cache / f"cifar10-{key}.npz"
-    if cfile.exists():
-        z = np.load(cfile, allow_pickle=False)  # the cache is data too
-        xtr, ytr, xte, yte = z["xtr"], z["ytr"], z["xte"], z["yte"]
-        classes = [str(c) for c in z["classes"]]
+    arrays = _cached_decode("cifar10", _source_key(path), cache_dir, lambda: _cifar_source(path))
+    return _dataset("cifar10", *arrays)
+
+
+# ------------------------------------------------------------------ your own images
+
+def _test_side(cls: str, name: str) -> bool:
+    """The hash split: about 1 file in 5 is a test image, decided by its own name only."""
+    return zlib.crc32(f"{cls}/{name}".encode()) % 5 == 0
+
+
+def _folder_files(root: Path) -> dict:
+    """{"train"/"test": [(class, path)]} of root/<class>/<image> or root/{train,test}/<class>/<image>."""
+    def images_of(d: Path):
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT
+                      and not p.name.startswith("."))
+
+    def class_dirs(d: Path):
+        return sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        out = {split: [(c.name, p) for c in class_dirs(root / split) for p in images_of(c)]
+               for split in ("train", "test")}
+        where = f"{root}/{{train,test}}"
     else:
-        xtr, ytr, xte, yte, classes = _cifar_source(path)
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = cfile.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
-            os.replace(tmp, cfile)
-        except OSError:
-            pass  # a read-only cache only costs the decoding time
-    train = Split(torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr))
-    test = Split(torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte))
-    mean, std = channel_stats(train.images)
-    return Dataset("cifar10", train, test, list(classes), mean, std)
+        out = {"train": [], "test": []}
+        for c in class_dirs(root):
+            for p in images_of(c):
+                out["test" if _test_side(c.name, p.name) else "train"].append((c.name, p))
+        where = str(root)
+    classes = sorted({c for c, _ in out["train"]})
+    if len(classes) < 2:
+        raise DataError(f"{where}: found {len(classes)} class folder(s) with images; an image "
+                        f"folder data set is DIR/<class>/<image> with at least 2 classes "
+                        f"(images: {', '.join(IMAGE_EXT)})")
+    if not out["test"]:
+        raise DataError(f"{where}: no test images (add images, or make train/ and test/ folders)")
+    unknown = sorted({c for c, _ in out["test"]} - set(classes))
+    if unknown:
+        raise DataError(f"{root}/test/{unknown[0]}: a class with no training images")
+    return out, classes
+
+
+def _read_folder(root: Path, image_size: int) -> tuple:
+    from .images import fit, is_greyscale, read_image
+
+    files, classes = _folder_files(root)
+    every = files["train"] + files["test"]
+    mode = "L" if all(is_greyscale(p) for _, p in every) else "RGB"
+    arrays = []
+    for split in ("train", "test"):
+        x = [fit(read_image(p, mode), (image_size, image_size)) for _, p in files[split]]
+        x = np.stack(x)
+        x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
+        arrays += [x, np.array([classes.index(c) for c, _ in files[split]], dtype=np.int64)]
+    return (*arrays, classes)
+
+
+def load_folder(path, image_size=None, cache_dir=None) -> Dataset:
+    """Your own images (module doc): DIR/<class>/<image>, or with train/ and test/ folders."""
+    if not path:
+        raise DataError("--dataset folder needs --data DIR (DIR/<class>/<image>)")
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (--data for --dataset folder is DIR/<class>/<image>)")
+    size = image_size or FOLDER_IMAGE_SIZE
+    arrays = _cached_decode("folder", _source_key(root, size), cache_dir,
+                            lambda: _read_folder(root, size))
+    return _dataset("folder", *arrays)
 
 
 # -------------------------------------------------------------------------------- digits
@@ -318,11 +415,13 @@ def load_digits() -> Dataset:
     return Dataset("digits", train, test, [str(i) for i in range(10)], mean, std)
 
 
-def load_dataset(name: str, path=None, cache_dir=None) -> Dataset:
+def load_dataset(name: str, path=None, cache_dir=None, image_size=None) -> Dataset:
     """The data set `name` from `path` (--data). Whatever is missing or unreadable raises
-    DataError, one line naming the file (or --data)."""
+    DataError, one line naming the file (or --data). `image_size` is the folder data set's
+    input size (the others have their own)."""
     loaders = {"fashion-mnist": lambda: load_fashion_mnist(path),
-               "cifar10": lambda: load_cifar10(path, cache_dir), "digits": load_digits}
+               "cifar10": lambda: load_cifar10(path, cache_dir), "digits": load_digits,
+               "folder": lambda: load_folder(path, image_size, cache_dir)}
     if name not in loaders:
         raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
     try:

@@ -57,3 +57,34 @@ def read_image(source, mode: str, name=None) -> np.ndarray:
             wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
             im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))  # mode L
         return np.asarray(im.convert(mode), dtype=np.uint8)
+
+
+def is_greyscale(path) -> bool:
+    """Whether an image file holds one channel (read from its header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.mode in ("1", "L", "LA", "I", "F") or im.mode.startswith("I;16")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+        return False   # read_image then names the file and says why
+
+
+def fit(pixels, size) -> np.ndarray:
+    """uint8 pixels (H, W) or (H, W, 3), centre-cropped to the aspect ratio of size = (w, h)
+    and resized to it (Lanczos); unchanged when already that size."""
+    from PIL import Image
+
+    w, h = size
+    ih, iw = pixels.shape[:2]
+    if (iw, ih) == (w, h):
+        return pixels
+    if iw * h > ih * w:                      # too wide: keep the full height
+        cw, ch = max(1, round(ih * w / h)), ih
+    else:
+        cw, ch = iw, max(1, round(iw * h / w))
+    x0, y0 = (iw - cw) // 2, (ih - ch) // 2
+    im = Image.fromarray(np.ascontiguousarray(pixels[y0:y0 + ch, x0:x0 + cw]))
+    return np.asarray(im.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)

@@ -31,6 +31,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data: str | None = None          # data location (default per data set)
     cache_dir: str | None = None
+    image_size: int | None = None    # the folder data set's input size (default 32)
     epochs: float = 10.0             # may be fractional
     steps: int | None = None         # total optimiser steps; overrides epochs
     batch_size: int = 128            # global, split over the DDP ranks
@@ -254,7 +255,7 @@ def _train(model_cfg, tc, dist):
         tc = TrainConfig(**{f.name: getattr(tc if f.name in keep else saved, f.name)
                             for f in fields(TrainConfig)})
 
-    ds = load_dataset(tc.dataset, tc.data, tc.cache_dir)
+    ds = load_dataset(tc.dataset, tc.data, tc.cache_dir, tc.image_size)
     if ckpt is None:
         model_cfg = model_config_for(model_cfg, ds)
     train_split = ds.train

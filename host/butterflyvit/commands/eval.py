@@ -7,9 +7,12 @@ HELP = "evaluate a model file's integer reference on a test set (beside the floa
 
 def add_arguments(p):
     p.add_argument("model", metavar="MODEL", help="packed model file (butterflyvit pack)")
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "digits"])
-    p.add_argument("--data", metavar="PATH", help="data location (as for train)")
-    p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10)")
+    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10", "digits", "folder"],
+                   help="default: the checkpoint's data set, else the one the model file was "
+                        "calibrated on, else fashion-mnist")
+    p.add_argument("--data", metavar="PATH", help="data location (as for train; default: the "
+                   "checkpoint's or the model file's, for the same data set)")
+    p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10, folder)")
     p.add_argument("--checkpoint", metavar="CKPT", help="the float checkpoint, evaluated on the same images")
     p.add_argument("--limit", type=nonnegative_int, metavar="N", help="only the first N test images")
     p.add_argument("--frames", action="store_true",
@@ -29,6 +32,18 @@ def _config_difference(ckpt_cfg, file_cfg) -> str:
     a, b = ckpt_cfg.to_dict(), file_cfg.to_dict()
     return ", ".join(f"{k} {a[k]!r} in the checkpoint, {b.get(k)!r} in the model file"
                      for k in a if k not in TRAINING_ONLY and a[k] != b.get(k))
+
+
+def _data_source(args, ckpt, metadata) -> tuple:
+    """(data set, --data) to evaluate on: the options, else what the checkpoint was trained
+    on, else what the model file was calibrated on, else Fashion-MNIST's defaults."""
+    train = (ckpt or {}).get("train") or {}
+    calib = metadata.get("calibration") if isinstance(metadata.get("calibration"), dict) else {}
+    known = [(train.get("dataset") or (ckpt or {}).get("dataset"), train.get("data")),
+             (calib.get("dataset"), calib.get("data"))]
+    dataset = args.dataset or next((d for d, _ in known if d), "fashion-mnist")
+    data = args.data or next((p for d, p in known if d == dataset and p), None)
+    return dataset, data
 
 
 def run(args) -> int:
@@ -63,14 +78,15 @@ def run(args) -> int:
         if differ:
             raise UserError(f"--checkpoint {args.checkpoint} is not the model packed in "
                             f"{args.model}: {differ}")
+    dataset, data = _data_source(args, ckpt, model.meta)
     try:
-        ds = load_dataset(args.dataset, args.data, args.cache_dir)
+        ds = load_dataset(dataset, data, args.cache_dir, cfg.image_size)
     except (ValueError, ImportError) as exc:
-        raise UserError(f"cannot load {args.dataset!r}: {exc}") from None
+        raise UserError(f"cannot load {dataset!r}: {exc}") from None
     split = ds.test
     n = len(split) if args.limit is None else min(args.limit, len(split))
     if ds.channels != cfg.in_channels or ds.image_size != cfg.image_size:
-        raise UserError(f"{args.dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
+        raise UserError(f"{dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
                         f"{args.model} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
     images = split.images[:n].numpy()
     labels = split.labels[:n].numpy()
@@ -115,7 +131,7 @@ def run(args) -> int:
         int_pred[j] = r.top(1)[0][0]
     dt = time.perf_counter() - t0
 
-    res = {"model": args.model, "dataset": args.dataset, "split": "test", "images": n,
+    res = {"model": args.model, "dataset": dataset, "split": "test", "images": n,
            "input": ("frames " + ("GRAYSCALE" if cfg.in_channels == 1 else "RGB565")) if args.frames
            else "8-bit pixels",
            "integer_top1": float((int_pred == labels).mean()) if n else None,
@@ -131,7 +147,7 @@ def run(args) -> int:
     if not n:
         print("no images")
         return 0
-    print(f"{args.dataset} test, {n} images ({res['input']}):")
+    print(f"{dataset} test, {n} images ({res['input']}):")
     print(f"  integer reference top-1 {100 * res['integer_top1']:.2f}%   "
           f"({res['ms_per_image']:.1f} ms/image in numpy)")
     if float_pred is not None:

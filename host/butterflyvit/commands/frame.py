@@ -50,26 +50,8 @@ def size_from_name(path: Path):
     return (int(w), int(h)) if w.isdigit() and h.isdigit() else None
 
 
-def fit(pixels, size):
-    """Centre-crop uint8 pixels (H, W[, 3]) to the aspect ratio of size (w, h), then resize."""
-    import numpy as np
-    from PIL import Image
-
-    w, h = size
-    ih, iw = pixels.shape[:2]
-    if (iw, ih) == (w, h):
-        return pixels
-    if iw * h > ih * w:                      # too wide: keep the full height
-        cw, ch = max(1, round(ih * w / h)), ih
-    else:
-        cw, ch = iw, max(1, round(iw * h / w))
-    x0, y0 = (iw - cw) // 2, (ih - ch) // 2
-    im = Image.fromarray(pixels[y0:y0 + ch, x0:x0 + cw])
-    return np.asarray(im.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
 def image_to_frame_file(path: Path, out: Path, fmt: str, size) -> Path:
-    from ..images import read_image
+    from ..images import fit, read_image
     from ..intmodel import rgb_to_rgb565
 
     pixels = read_image(path, "L" if fmt == "GRAYSCALE" else "RGB")

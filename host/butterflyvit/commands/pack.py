@@ -187,7 +187,7 @@ def run(args) -> int:
     dataset = args.dataset or ckpt.get("dataset") or train_cfg.get("dataset") or "fashion-mnist"
     data = args.data or (train_cfg.get("data") if dataset == train_cfg.get("dataset") else None)
     try:
-        ds = load_dataset(dataset, data, args.cache_dir)
+        ds = load_dataset(dataset, data, args.cache_dir, model.cfg.image_size)
     except (ValueError, ImportError) as exc:
         raise UserError(f"cannot load the calibration data set {dataset!r}: {exc} "
                         "(give --dataset/--data)") from None
@@ -201,7 +201,9 @@ def run(args) -> int:
     calib = calibration_images(ds, args.calib, args.seed)
     metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
     extra = {
-        "calibration": {"dataset": dataset, "split": "train", "seed": args.seed},
+        # where the data was (if not the data set's default), so eval finds it again
+        "calibration": {"dataset": dataset, "split": "train", "seed": args.seed,
+                        **({"data": str(data)} if data else {})},
         "source": {"checkpoint": os.path.basename(args.checkpoint),
                    "dataset": ckpt.get("dataset", dataset),
                    "float_test_acc": metrics.get("test_acc")},

@@ -3,6 +3,8 @@
 from ..presets import PRESETS
 from . import nonnegative_float, nonnegative_int, positive_float, positive_int
 
+DATASETS = ("fashion-mnist", "cifar10", "digits", "folder")   # data.DATASETS, without importing torch
+
 HELP = "train a ButterflyViT (or a dense / standard-MoE baseline); runs under torchrun too"
 
 MODEL_FLAGS = [  # (flag, ModelConfig field, type, help)
@@ -30,12 +32,16 @@ def _fraction(text):
 
 def add_arguments(p):
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="fashion-mnist",
-                   choices=["fashion-mnist", "cifar10", "digits"])
+    g.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
+                   help="fashion-mnist (default), cifar10, digits, or folder: your own images")
     g.add_argument("--data", metavar="PATH",
                    help="data location: Fashion-MNIST IDX directory (default "
                         "/usr/share/datasets/fashion-mnist); CIFAR-10 pickle directory, "
-                        "image-folder tree or .tar.gz of either")
+                        "image-folder tree or .tar.gz of either; folder: DIR/<class>/<image> "
+                        "(or DIR/{train,test}/<class>/<image>), any format and size")
+    g.add_argument("--image-size", type=positive_int, metavar="PX",
+                   help="folder data set: images are centre-cropped and resized to PX x PX "
+                        "(default 32)")
     g.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (default ~/.cache/butterflyvit)")
     g.add_argument("--train-subset", type=positive_int, metavar="N", help="use only the first N training images")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no crops or flips")
@@ -106,7 +112,8 @@ def run(args) -> int:
     except ValueError as exc:  # an unknown preset, or options that make no model
         raise UserError(f"--preset {args.preset} with these options: {exc}") from None
     tc = TrainConfig(
-        dataset=args.dataset, data=args.data, cache_dir=args.cache_dir, epochs=args.epochs,
+        dataset=args.dataset, data=args.data, cache_dir=args.cache_dir, image_size=args.image_size,
+        epochs=args.epochs,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, **({} if args.angle_lr_scale is None else
                                            {"angle_lr_scale": args.angle_lr_scale}),
