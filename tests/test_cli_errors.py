@@ -185,13 +185,14 @@ def assert_one_error_line(err: str, args: list, names: str):
 def test_user_error_is_one_line_and_status_2(argv, names, files, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a data cache, if any
     args = expand(argv, files).split()
-    before = sorted(os.listdir(files["dir"]))
+    root = files["dir"].parent
+    before = sorted(root.rglob("*"))
     rc = main(args)
     cap = capsys.readouterr()
     assert rc == 2, (rc, cap.out, cap.err)
     assert_one_error_line(cap.err, args, expand(names, files))
-    # nothing written and nothing left behind (no model file, no *.tmp)
-    assert sorted(os.listdir(files["dir"])) == before
+    # nothing written and nothing left behind (no model file, no *.tmp beside -o)
+    assert sorted(root.rglob("*")) == before
 
 
 @pytest.mark.parametrize("argv, names", [("train --epochs 0", "--epochs"),
