@@ -1,6 +1,6 @@
 """Pack the paper's configuration and measure its model file against the paper's 939 MB.
 
-    .venv/bin/python benchmarks/pack_paper.py [--data ../shared/datasets/cifar10-jpeg.tar.gz]
+    .venv/bin/python benchmarks/pack_paper.py [--data cifar10-jpeg.tar.gz]
         [--calib N] [--keep PATH] [--markdown FILE]
 
 The model is the `paper` preset (32x32x3, patch 4, d 256, d_ff 1024, 7 blocks, 64 experts,

@@ -10,7 +10,7 @@ table (benchmarks/results/train_accuracy.md) is rebuilt from every
 JSON present, each row with the exact command that produced it.
 
     python benchmarks/train_accuracy.py --dataset fashion-mnist --epochs 2 --threads 1
-    python benchmarks/train_accuracy.py --dataset cifar10 --data ../shared/datasets/cifar10-jpeg.tar.gz
+    python benchmarks/train_accuracy.py --dataset cifar10 --data cifar10-jpeg.tar.gz
     python benchmarks/train_accuracy.py --table-only
 """
 

@@ -54,7 +54,7 @@ def test_every_profile_loads_with_sources():
             assert b.active_w > b.idle_w > b.power("sleep")
         else:
             assert b.active_w is None and b.idle_w is None
-    # PRODUCT.md's table
+    # the profiles' figures (docs/boards.md)
     assert B.get_board("pico").heap == 190 * 1024 and B.get_board("esp32-s3-eye").psram == 8 << 20
     cam = B.get_board("esp32-cam").profile["camera"]
     assert cam["sensor"] == "OV2640" and cam["wiring"]["XCLK"] == 0 and cam["wiring"]["PCLK"] == 22

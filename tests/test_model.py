@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 
 
 def naive_butterfly(x, angles, n):
-    """Per-pair loop straight from PAPER.md, in float64 Python: pad, rotate, truncate."""
+    """Per-pair loop straight from the paper's description, in float64 Python: pad, rotate, truncate."""
     n_pad = padded_size(n)
     v = [float(t) for t in x] + [0.0] * (n_pad - n)
     for l in range(angles.shape[0]):

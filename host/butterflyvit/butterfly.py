@@ -1,4 +1,4 @@
-"""Butterfly rotations: n_l stages of Givens rotations (PAPER.md, docs/architecture.md).
+"""Butterfly rotations: n_l stages of Givens rotations (the paper, arXiv 2603.06746; docs/architecture.md).
 
 Stage l = 0..n_l-1 has stride s = 2**(l+1). The (padded) vector of length n_pad is split
 into blocks of s; inside block b, element j (j < s/2) is paired with element j + s/2 and

@@ -10,7 +10,7 @@ Supported:
 - "cifar10": the official python pickles (a directory holding data_batch_1..5 and
   test_batch, e.g. cifar-10-batches-py, or the cifar-10-python.tar.gz archive), or an
   image-folder tree <root>/{train,test}/<class>/*.{jpg,png} given as a directory or as a
-  .tar/.tar.gz of it (e.g. ../shared/datasets/cifar10-jpeg.tar.gz). Decoded pixels are
+  .tar/.tar.gz of it (e.g. a cifar10-jpeg.tar.gz of the JPEG tree). Decoded pixels are
   cached as .npz under --cache-dir (default ~/.cache/butterflyvit) so the JPEGs are
   decoded once.
 - "digits": scikit-learn's 8x8 digits (0..16 scaled to 0..255), split 1500/297 with a fixed

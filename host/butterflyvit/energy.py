@@ -3,7 +3,7 @@
 The model (docs/boards.md, "Energy model") counts, for one image, the arithmetic operations
 and the bytes moved, and prices them with per-operation energies at 45 nm from Horowitz,
 "Computing's energy problem (and what we can do about it)", ISSCC 2014 (the figures
-PAPER.md quotes). Every result carries the constants and assumptions that produced it.
+the paper quotes). Every result carries the constants and assumptions that produced it.
 
 What is counted (N tokens, d = dim, f = ffn_dim, E experts, k = top_k, n_l stages):
 - the parts both models share, identically: patch embedding, LayerNorms, attention (int8
@@ -37,10 +37,10 @@ CONSTANTS = {
     # memory, per 32-bit word read (Horowitz gives 64-bit reads: halved)
     "sram_small_read32": 5.0,    # 8 KB SRAM: 10 pJ / 64 bit
     "sram_large_read32": 50.0,   # 1 MB SRAM: 100 pJ / 64 bit
-    "dram_read32": 640.0,        # DRAM: 1.3-2.6 nJ / 64 bit, PAPER.md's 640 pJ / 32 bit
+    "dram_read32": 640.0,        # DRAM: 1.3-2.6 nJ / 64 bit, the paper's 640 pJ / 32 bit
 }
 SOURCE = ("M. Horowitz, 'Computing's energy problem (and what we can do about it)', "
-          "ISSCC 2014, 45 nm, 0.9 V (as quoted in PAPER.md, 'Energy')")
+          "ISSCC 2014, 45 nm, 0.9 V (as quoted in the paper)")
 ASSUMPTIONS = [
     "int8 x int8 products are int8 multiplies accumulated with 32-bit adds",
     "16-bit fixed-point multiplies (butterfly rotations, requantisation, gates) are priced as 32-bit "

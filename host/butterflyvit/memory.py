@@ -3,7 +3,7 @@
 Pure Python (no torch): computed from a ModelConfig, so the paper-sized standard MoE
 (117 M expert weights) never has to be built.
 
-The paper's count (PAPER.md, "The headline arithmetic"):
+The paper's count (arXiv 2603.06746, its headline memory figure):
   standard   = layers * E * 2 * dim * ffn * 4 B                 (two fp32 matrices/expert)
   butterfly  = floor(layers * (dim*ffn*1.58/8 + E * n_l * (dim/2 + ffn/2) * 2 B))
   7 layers, dim 256, ffn 1024, E 64, n_l 4: 939,524,096 B vs 2,656,174 B = 353.7x.

@@ -4,7 +4,7 @@ Shapes: tokens x of shape (B, N, dim) with N = grid*grid patch tokens in row-maj
 order. Every feed-forward returns (B, N, dim) and leaves its routing side results in
 `self.aux` (see `RoutingAux`); the ViT collects them.
 
-Router (PAPER.md): logits = x R^T with R = `router.weight` (E, dim), no bias.
+Router (as in the paper): logits = x R^T with R = `router.weight` (E, dim), no bias.
   1. optional smoothed routing: logits <- smooth_logits(logits, grid)
   2. training only: logits += N(0, router_noise^2)
   3. probs = softmax(logits) over all E experts (for the losses)
@@ -67,7 +67,7 @@ def load_balance_loss(probs: torch.Tensor, idx: torch.Tensor, num_experts: int) 
 
 
 def smoothness_loss(probs: torch.Tensor, grid: int) -> torch.Tensor:
-    """Spatial smoothness regulariser (PAPER.md default): mean over all 4-connected
+    """Spatial smoothness regulariser (the paper's default): mean over all 4-connected
     neighbour pairs of the patch grid of ||P_i - P_j||^2, P the full softmax router
     probabilities. probs: (B, grid*grid, E). 0 when all patches route alike."""
     b, n, e = probs.shape

@@ -2,7 +2,7 @@
 
 - pico: the shipped microcontroller model (Fashion-MNIST 28x28x1, 49 patches of 4x4,
   dim 64, 4 blocks, 64 experts). Trains on a laptop CPU; a few hundred KB packed.
-- paper: the paper's model as reconstructed from its memory figure (PAPER.md):
+- paper: the paper's model as reconstructed from its memory figure (arXiv 2603.06746):
   32x32x3, patch 4, dim 256, ffn 1024, depth 7, 64 experts, n_l 4, 4 heads, CIFAR-100.
 - tiny: for tests and smoke runs (sklearn digits, 8x8).
 Training sets image_size, in_channels and num_classes from the data set it is given.

@@ -56,7 +56,7 @@ def part_of(name: str) -> str:
 
 
 def paper_accounting(cfg) -> dict:
-    """The paper's own expert-memory count (PAPER.md): standard = depth x E x 2 fp32 matrices;
+    """The paper's own expert-memory count (arXiv 2603.06746): standard = depth x E x 2 fp32 matrices;
     ButterflyViT = depth x (one d_ff x d substrate at 1.58 bits + E x n_l x (d/2 + d_ff/2)
     fp16 angles), rounded once at the end as the paper's figures are."""
     d, f, E, n_l, L = cfg.dim, cfg.ffn_dim, cfg.num_experts, cfg.butterfly_stages, cfg.depth
