@@ -13,7 +13,8 @@ import pytest
 
 from beds.micropython import MicroPythonPty
 from butterflyvit.harness import files as F
-from butterflyvit.harness.session import AGENT, HarnessOptions, memory_advice, parse_result
+from butterflyvit.harness.protocol import parse_result
+from butterflyvit.harness.run import HarnessOptions, memory_advice
 from butterflyvit.harness.transport import (BoardDisconnected, BoardException, BoardTimeout,
                                             HarnessError, RawRepl)
 
@@ -132,15 +133,14 @@ def test_hash_kinds_compare_only_real_hashes():
 # ------------------------------------------------------------------ the result line, heap advice
 
 def test_result_line_checksum_board_and_host_agree(micropython):
-    """The result line's CRC-32 made on the real MicroPython (binascii.crc32, and the
-    package's crc32_py for ports without it) is the host's; any one digit changed on the
-    wire fails it (a re-request, not a mismatch); a line with a right checksum but the wrong
-    image is an error, not a retry."""
-    assert "_crc(p.encode()) & 0xFFFFFFFF" in AGENT and "from bvit.modelfile import crc32_py as _crc" in AGENT
+    """The result line the board agent makes on the real MicroPython (bvit.agent.result_line
+    with binascii.crc32, and with the package's crc32_py for ports without it) checks on the
+    host; any one digit changed on the wire fails it (a re-request, not a mismatch); a line
+    with a right checksum but the wrong image is an error, not a retry."""
     payload = "7 81234 95000 60000 -12 34 0 -56 2147483647 -2147483648 1 -2 3 40"
     code = (f"p = {payload!r}\nfrom binascii import crc32\nfrom bvit.modelfile import crc32_py\n"
-            "print('BVIT %s %08x' % (p, crc32(p.encode()) & 0xFFFFFFFF))\n"
-            "print('BVIT %s %08x' % (p, crc32_py(p.encode())))\n")
+            "from bvit.agent import result_line\n"
+            "print(result_line(p, crc32))\nprint(result_line(p, crc32_py))\n")
     fast, slow = micropython.run(code=code).check().stdout.splitlines()
     assert fast == slow
     r, why = parse_result(f"noise\n{fast}\n", 7, 10)
