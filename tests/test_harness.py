@@ -141,7 +141,7 @@ def test_result_line_checksum_board_and_host_agree(micropython):
     code = (f"p = {payload!r}\nfrom binascii import crc32\nfrom bvit.modelfile import crc32_py\n"
             "from bvit.agent import result_line\n"
             "print(result_line(p, crc32))\nprint(result_line(p, crc32_py))\n")
-    fast, slow = micropython.run(code=code).check().stdout.splitlines()
+    fast, slow = micropython.run(code=code, heapsize="512k").check().stdout.splitlines()
     assert fast == slow
     r, why = parse_result(f"noise\n{fast}\n", 7, 10)
     assert why is None and r == {"us": 81234, "heap_peak": 95000, "heap_before": 60000,
