@@ -40,18 +40,15 @@ def load(spec, backend="auto", weight_buffer=4096, probe=None):
     """The Classifier. A heap too full for it is freed and collected (what the failed
     attempt, or an earlier run, left may be garbage now) and the load tried once more,
     after printing BVIT-RETRY."""
-    gc.collect()
-    try:
-        return Classifier(model_source(spec), backend=backend, weight_buffer=weight_buffer,
-                          probe=probe)
-    except MemoryError:
+    for retry in (False, True):
+        gc.collect()
+        try:
+            return Classifier(model_source(spec), backend=backend, weight_buffer=weight_buffer,
+                              probe=probe)
+        except MemoryError as e:
+            if retry:
+                raise MemoryError("%s; again after freeing and collecting the heap" % e)
         print("BVIT-RETRY")
-    gc.collect()
-    try:
-        return Classifier(model_source(spec), backend=backend, weight_buffer=weight_buffer,
-                          probe=probe)
-    except MemoryError as e:
-        raise MemoryError("%s; again after freeing and collecting the heap" % e)
 
 
 def result_line(payload, crc32):

@@ -257,7 +257,11 @@ def format_summary(report: dict) -> str:
         f"heap: peak {s['heap_peak_max'] / 1024:.1f} KB of {report['setup']['heap_total'] / 1024:.0f} KB "
         f"(buffers {report['setup']['ram_buffers'] / 1024:.1f} KB)",
     ]
-    e = report.get("energy", {})
+    return "\n".join(lines + _energy_lines(report.get("energy", {})))
+
+
+def _energy_lines(e: dict) -> list:
+    lines = []
     m, a = e.get("measured", {}), e.get("analytical", {})
     if m.get("energy_per_inference_j"):
         ps = m["power_source"]
@@ -271,5 +275,5 @@ def format_summary(report: dict) -> str:
                      f"fp32 {a['moe_fp32_j'] * 1e6:,.1f} uJ ({100 * a['saving_vs_moe_fp32']:.1f}% saved), "
                      f"int8 {a['moe_int8_j'] * 1e6:,.1f} uJ ({100 * a['saving_vs_moe_int8']:.1f}% saved); "
                      "Horowitz ISSCC 2014 45 nm constants (in the report)")
-    return "\n".join(lines)
+    return lines
 
