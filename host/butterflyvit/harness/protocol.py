@@ -139,7 +139,8 @@ def classify_on_board(repl, index, call, classes, timeout):
 
 def job(model, frames, *, backend="auto", weight_buffer=4096, in_ram=False, collect=False) -> dict:
     """One job for `run_jobs`: a model file and frame files (paths, or (path, "WxH"))."""
-    return {"model": str(model), "frames": [f if isinstance(f, str) else [str(f[0]), f[1]] for f in frames],
+    return {"model": str(model), "frames": [str(f) if isinstance(f, (str, Path)) else [str(f[0]), f[1]]
+                                            for f in frames],
             "backend": backend, "weight_buffer": weight_buffer, "in_ram": in_ram, "collect": collect}
 
 
