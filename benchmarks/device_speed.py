@@ -37,40 +37,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 from butterflyvit.data import read_idx  # noqa: E402
+from butterflyvit.harness.protocol import job, read_jobs, write_jobs  # noqa: E402
 from butterflyvit.intmodel import IntModel  # noqa: E402
+from test_device_model import mpy_package  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-
-BENCH = r"""
-import sys, gc
-from bvit.model import Classifier
-from bvit.frames import frame_file
-from bvit.timing import HeapProbe, ticks_us, ticks_diff
-probe = HeapProbe(True)
-net = Classifier(sys.argv[1], backend=sys.argv[2], weight_buffer=int(sys.argv[3]), probe=probe)
-gc.collect()
-loaded = gc.mem_alloc()
-probe.peak = loaded
-print("LOADED", net.k.NAME, loaded, probe.total, net.ram)
-for path in sys.argv[4:]:
-    fr = frame_file(path)
-    t = ticks_us()
-    lg = net.classify_frame(fr)
-    t = ticks_diff(ticks_us(), t)
-    fr.close()
-    print("IMG", t, " ".join(str(v) for v in lg))
-print("PEAK", probe.peak)
-"""
-
-
-def mpy_package(dest: Path, mpy_cross: Path) -> None:
-    out = dest / "bvit"
-    out.mkdir(parents=True, exist_ok=True)
-    for src in sorted((REPO / "device" / "bvit").glob("*.py")):
-        subprocess.run([str(mpy_cross), "-march=x64", "-o", str(out / (src.stem + ".mpy")), str(src)],
-                       check=True, capture_output=True)
-
 
 def run_mp(exe, board: Path, args, heap="96k", timeout=900):
     env = dict(os.environ, MICROPYPATH=f"{board}:.frozen")
@@ -78,22 +50,28 @@ def run_mp(exe, board: Path, args, heap="96k", timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def timings(setup: dict, results: list, ref) -> dict:
+    """The figures of one agent job (device/bvit/agent.py): ms per image, how many images
+    gave the reference's logits, the heap."""
+    ms = [r["us"] / 1000 for r in results]
+    exact = sum(r["logits"] == want for r, want in zip(results, ref))
+    return {"backend": setup["backend"], "ms": ms, "mean_ms": statistics.fmean(ms),
+            "median_ms": statistics.median(ms), "min_ms": min(ms), "bit_exact": f"{exact}/{len(ms)}",
+            "loaded_kb": setup["heap_after_load"] / 1024,
+            "peak_kb": max(r["heap_peak"] for r in results) / 1024,
+            "heap_kb": setup["heap_total"] / 1024, "buffers_kb": setup["ram_buffers"] / 1024}
+
+
 def bench(exe, board, model, backend, wb, frames, ref):
-    p = run_mp(exe, board, [board / "bench.py", model, backend, wb, *frames])
+    """The board agent on the precompiled package: the model loaded once, each frame timed
+    with ticks_us around classify_frame, the live heap's peak (collected at the probes)."""
+    jobs = write_jobs(board / "jobs.json", [job(model, frames, backend=backend, weight_buffer=int(wb),
+                                                collect=True)])
+    p = run_mp(exe, board, ["-m", "bvit.agent", jobs])
     if p.returncode:
         return {"error": (p.stdout + p.stderr).strip().splitlines()[-1]}
-    out = p.stdout.splitlines()
-    _, name, loaded, total, ram = out[0].split()
-    ms, exact = [], 0
-    for line, want in zip([x for x in out if x.startswith("IMG")], ref):
-        parts = line.split()
-        ms.append(int(parts[1]) / 1000)
-        exact += [int(v) for v in parts[2:]] == want
-    peak = int(out[-1].split()[1])
-    return {"backend": name, "ms": ms, "mean_ms": statistics.fmean(ms), "median_ms": statistics.median(ms),
-            "min_ms": min(ms),
-            "bit_exact": f"{exact}/{len(ms)}", "loaded_kb": int(loaded) / 1024, "peak_kb": peak / 1024,
-            "heap_kb": int(total) / 1024, "buffers_kb": int(ram) / 1024}
+    (done,) = read_jobs(p.stdout)
+    return timings(done["setup"], done["results"], ref)
 
 
 def classify_96k(exe, board, backend, wb):
@@ -136,15 +114,13 @@ def wasm_time(model: Path, frames, tmp: Path, ref):
     for f in frames:
         cmd += ["--copy", f"{f}:/f/{Path(f).name}"]
         names.append(f"/f/{Path(f).name}")
-    cmd += [str(tmp / "bench.py"), "/m.bvit", "auto", "4096", *names]
+    jobs = write_jobs(tmp / "wasm-jobs.json", [job("/m.bvit", names, collect=True)])
+    cmd += ["--copy", f"{jobs}:/jobs.json", str(REPO / "device/bvit/agent.py"), "/jobs.json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if p.returncode:
         return {"error": p.stderr.strip()[-300:]}
-    imgs = [line.split() for line in p.stdout.splitlines() if line.startswith("IMG")]
-    ms = [int(x[1]) / 1000 for x in imgs]
-    exact = sum([int(v) for v in x[2:]] == want for x, want in zip(imgs, ref))
-    return {"backend": p.stdout.split()[1], "ms": ms, "mean_ms": statistics.fmean(ms),
-            "bit_exact": f"{exact}/{len(ms)}"}
+    (done,) = read_jobs(p.stdout)
+    return timings(done["setup"], done["results"], ref)
 
 
 def main(argv=None):
@@ -170,10 +146,8 @@ def main(argv=None):
         model_note = ("a pico-shaped model with deterministic random weights "
                       "(`tests/test_device_model.py::pico_random_model`; the shipped model was not found)")
     shutil.copy(model, board / "model.bvit")
-    mpy_package(board, BIN / "mpy-cross")
+    mpy_package(board)
     shutil.copy(REPO / "device" / "classify.py", board / "classify.py")
-    (board / "bench.py").write_text(BENCH)
-    (tmp / "bench.py").write_text(BENCH)
     images = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")
     frames = []
     for i in range(args.images):

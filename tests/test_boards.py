@@ -186,18 +186,17 @@ def test_freeze_model_runs_on_micropython(micropython, pico_model, tmp_path, cap
     ns = {}
     exec(out_py.read_text(), ns)
     assert ns["MODEL"] == pico_model.read_bytes()
-    code = """
-import bvit_model
-from bvit.model import Classifier
-from bvit.frames import Frame
-net = Classifier(bvit_model.MODEL)
-print(list(net.classify_frame(Frame(bytes(range(256)) * 3 + bytes(16), 28, 28, "GRAYSCALE"))))
-"""
-    res = micropython.run(code=code, heapsize="2m", extra_path=[tmp_path]).check()
+    # the board agent loads it as the harness's --remote-model module:bvit_model does
+    from butterflyvit.harness.protocol import job, read_jobs, write_jobs
     from butterflyvit.intmodel import IntModel
 
-    want = IntModel.load(pico_model).forward_frame(bytes(range(256)) * 3 + bytes(16), 28, 28, "GRAYSCALE")
-    assert res.stdout.strip() == str([int(v) for v in want.logits])
+    pixels = bytes(range(256)) * 3 + bytes(16)
+    (tmp_path / "f_28x28.gray").write_bytes(pixels)
+    jobs = write_jobs(tmp_path / "jobs.json", [job("module:bvit_model", [str(tmp_path / "f_28x28.gray")])])
+    res = micropython.run(REPO / "device" / "bvit" / "agent.py", args=[jobs], heapsize="2m",
+                          extra_path=[tmp_path]).check()
+    want = IntModel.load(pico_model).forward_frame(pixels, 28, 28, "GRAYSCALE")
+    assert [r["logits"] for r in read_jobs(res.stdout)[0]["results"]] == [[int(v) for v in want.logits]]
     assert main(["boards", "--freeze", str(pico_model)]) == 2
     bad = tmp_path / "bad.bvit"
     bad.write_bytes(b"BVIT" + bytes(60))

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 
+from butterflyvit.harness.protocol import read_jobs
 from butterflyvit.intmodel import rgb_to_rgb565
 from test_intmodel import tiny_bytes, tiny_model
 
@@ -82,22 +83,25 @@ def snapshot():
         return _Image(GRAYSCALE if fmt == "GRAYSCALE" else RGB565, w, h, bytearray(f.read()))
 """
 
+# The board agent (device/bvit/agent.py) classifies the adapters' frames: one checked
+# result line each, numbered 0-2 (ESP32) and 3-4 (OpenMV).
 SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-from bvit.model import Classifier
+from bvit.agent import Agent
 from bvit import camera
-net = Classifier(sys.argv[1] + "/model.bvit")
+a = Agent(sys.argv[1] + "/model.bvit")
+a.ready()
 cam = camera.Esp32Camera()
 for i in range(3):
-    print("esp32", list(net.classify_frame(cam.capture())))
+    a.classify(i, cam.capture())
 cam.close()
 print("freed", cam.cam.freed)
 cam = camera.OpenMVSensor()
-for i in range(2):
-    print("openmv", list(net.classify_frame(cam.capture())))
+for i in range(3, 5):
+    a.classify(i, cam.capture())
 lines = []
-n = camera.live(net, camera.FileCamera([sys.argv[1] + "/a_12x12.gray", sys.argv[1] + "/b_16x9.rgb565"], None),
+n = camera.live(a.net, camera.FileCamera([sys.argv[1] + "/a_12x12.gray", sys.argv[1] + "/b_16x9.rgb565"], None),
                 top_k=2, frames=3, out=lines.append)
 print("live", n)
 for line in lines:
@@ -126,16 +130,18 @@ def test_camera_adapters_give_the_host_logits(micropython, tmp_path):
     (tmp_path / "b_16x9.rgb565").write_bytes(rng.integers(0, 256, 288, dtype=np.uint8).tobytes())
     script = tmp_path / "cams.py"
     script.write_text(SCRIPT)
-    out = micropython.run(script, args=[tmp_path], heapsize="1m").check().stdout.splitlines()
+    stdout = micropython.run(script, args=[tmp_path], heapsize="1m").check().stdout
 
     def ref(fmt, w, h, buf):
         return [int(v) for v in m.forward_frame(buf, w, h, fmt).logits]
 
     g, c = ref("GRAYSCALE", 20, 15, gray.tobytes()), ref("RGB565", 12, 12, be)
-    assert out[0] == f"esp32 {g}" and out[1] == f"esp32 {c}" and out[2] == f"esp32 {g}"
-    assert out[3] == "freed 1"
-    assert out[4] == f"openmv {c}" and out[5] == f"openmv {g}"
-    assert out[6] == "live 3"
-    for i, line in enumerate(out[7:10]):
+    (got,) = read_jobs(stdout)
+    assert [r["index"] for r in got["results"]] == [0, 1, 2, 3, 4]
+    assert [r["logits"] for r in got["results"]] == [g, c, g, c, g]     # ESP32 x3, OpenMV x2
+    out = [line for line in stdout.splitlines() if not line.startswith("BVIT")]
+    assert out[0] == "freed 1"
+    assert out[1] == "live 3"
+    for i, line in enumerate(out[2:5]):
         assert line.startswith(f"{i + 1}: ") and line.endswith(" fps)"), line
         assert line.count(",") == 1                          # two classes: "name p, name p"

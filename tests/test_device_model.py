@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from butterflyvit.data import read_idx
+from butterflyvit.harness.protocol import job, read_jobs, write_jobs
 from butterflyvit.intmodel import IntModel, rgb_to_rgb565
 from butterflyvit.modelfile import encode_model
 from butterflyvit.presets import preset_config
@@ -33,29 +34,9 @@ SHIPPED = REPO / "models" / "pico-fmnist.bvit"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSIFY = REPO / "device" / "classify.py"
 
-# Runs jobs from a JSON file: each a model (file or bytes), backend, weight buffer and a list
-# of frame files; prints one JSON line per job: the logits of each frame.
-RUNNER = r"""
-import sys, json, gc
-from bvit.model import Classifier
-from bvit.frames import frame_file
-jobs = json.load(open(sys.argv[1]))
-for job in jobs:
-    src = job["model"]
-    if job["source"] == "bytes":
-        with open(src, "rb") as f:
-            src = f.read()
-    net = Classifier(src, backend=job["backend"], weight_buffer=job["wb"])
-    out = []
-    for path, size in job["frames"]:
-        fr = frame_file(path, size)
-        out.append(list(net.classify_frame(fr)))
-        fr.close()
-    print(json.dumps({"backend": net.k.NAME, "logits": out}))
-    net.close()
-    net = src = None
-    gc.collect()
-"""
+# The board agent (device/bvit/agent.py) runs jobs from a JSON file: each a model (read from
+# its file, or into RAM and used in place), backend, weight buffer and frame files.
+AGENT = REPO / "device" / "bvit" / "agent.py"
 
 
 def write_frame(d: Path, name: str, fmt: str, w: int, h: int, buf: bytes):
@@ -66,12 +47,11 @@ def write_frame(d: Path, name: str, fmt: str, w: int, h: int, buf: bytes):
 
 
 def run_jobs(micropython, tmp_path, jobs, heapsize="4m", timeout=300):
-    jf = tmp_path / f"jobs_{len(list(tmp_path.iterdir()))}.json"
-    jf.write_text(json.dumps(jobs))
-    runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER)
-    res = micropython.run(runner, args=[jf], heapsize=heapsize, timeout=timeout).check()
-    return [json.loads(line) for line in res.stdout.strip().splitlines()]
+    """Run the agent's jobs on the unix MicroPython: [{"backend": kernels, "logits": [...]}]."""
+    jf = write_jobs(tmp_path / f"jobs_{len(list(tmp_path.iterdir()))}.json", jobs)
+    res = micropython.run(AGENT, args=[jf], heapsize=heapsize, timeout=timeout).check()
+    return [{"backend": j["setup"]["backend"], "logits": [r["logits"] for r in j["results"]]}
+            for j in read_jobs(res.stdout)]
 
 
 # ------------------------------------------------------------------ models and images
@@ -143,8 +123,7 @@ def test_tiny_models_every_backend_and_weight_source(micropython, tmp_path):
                for fmt, w, h, buf in tiny_frames()]
         for backend in ("viper", "python"):
             for source, wb in (("file", 4096), ("file", 20), ("bytes", 4096)):
-                jobs.append({"model": str(path), "source": source, "backend": backend, "wb": wb,
-                             "frames": frames})
+                jobs.append(job(path, frames, backend=backend, weight_buffer=wb, in_ram=source == "bytes"))
                 want.append((variant, backend, source, wb, ref))
     results = run_jobs(micropython, tmp_path, jobs)
     assert len(results) == len(want)
@@ -168,14 +147,10 @@ def test_fashion_mnist_images_bit_exact_through_the_fallback(micropython, tmp_pa
         ref = [[int(v) for v in m.forward_frame(buf, w, h, fmt).logits]
                for _, _, fmt, w, h, buf in use]
         few = [0, 1, len(use) - 1]
-        jobs = [{"model": str(path), "source": "file", "backend": "viper", "wb": 4096,
-                 "frames": [f[:2] for f in use]},
-                {"model": str(path), "source": "file", "backend": "python", "wb": 2048,
-                 "frames": [use[i][:2] for i in few]},
-                {"model": str(path), "source": "bytes", "backend": "viper", "wb": 4096,
-                 "frames": [use[i][:2] for i in few]}]
-        jobs.append({"model": str(path), "source": "file", "backend": "auto", "wb": 4096,
-                     "frames": [use[i][:2] for i in few]})
+        jobs = [job(path, [f[:2] for f in use], backend="viper"),
+                job(path, [use[i][:2] for i in few], backend="python", weight_buffer=2048),
+                job(path, [use[i][:2] for i in few], backend="viper", in_ram=True),
+                job(path, [use[i][:2] for i in few])]
         res = run_jobs(micropython, tmp_path, jobs, heapsize="2m")
         assert res[0]["backend"] == "viper"           # the MicroPython fallback (no C module)
         assert res[3]["backend"] in ("viper", "native") and res[3]["logits"] == [ref[i] for i in few]

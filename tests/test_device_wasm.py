@@ -7,7 +7,6 @@ The `wasm_micropython` fixture runs a script there with device/ on sys.path (fil
 copied into the port's in-memory file system by tests/wasm_micropython.mjs).
 """
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -63,20 +62,7 @@ def test_it_is_the_webassembly_port_without_viper(wasm_micropython, tmp_path):
     assert out[1] == "['python'] python"
 
 
-MODEL_RUNNER = r"""
-import sys, json
-from bvit.model import Classifier
-from bvit.frames import frame_file
-jobs = json.load(open(sys.argv[1]))
-for job in jobs:
-    src = job["model"]
-    if job["source"] == "bytes":
-        with open(src, "rb") as f:
-            src = f.read()
-    net = Classifier(src, weight_buffer=job["wb"])
-    out = [list(net.classify_frame(frame_file(p))) for p in job["frames"]]
-    print(json.dumps({"backend": net.k.NAME, "logits": out}))
-"""
+AGENT = REPO / "device" / "bvit" / "agent.py"     # the board agent: runs a JSON job file
 
 
 def test_models_bit_exact_on_wasm(wasm_micropython, tmp_path):
@@ -86,6 +72,7 @@ def test_models_bit_exact_on_wasm(wasm_micropython, tmp_path):
     from test_device_model import FMNIST, pico_random_model
     from test_intmodel import tiny_bytes, tiny_frames, tiny_model
     from butterflyvit.data import read_idx
+    from butterflyvit.harness.protocol import job, read_jobs, write_jobs
     from butterflyvit.intmodel import IntModel
     from butterflyvit.modelfile import encode_model
 
@@ -103,7 +90,7 @@ def test_models_bit_exact_on_wasm(wasm_micropython, tmp_path):
         ref = [[int(v) for v in m.forward_frame(buf, w, h, fmt).logits] for fmt, w, h, buf in tiny_frames()]
         for source, wb in (("file", 4096), ("file", 30), ("bytes", 4096)) if variant == "smooth" \
                 else (("file", 4096),):
-            jobs.append({"model": f"/m/{variant}.bvit", "source": source, "wb": wb, "frames": frames})
+            jobs.append(job(f"/m/{variant}.bvit", frames, weight_buffer=wb, in_ram=source == "bytes"))
             want.append(ref)
     arrays, meta = pico_random_model()
     (tmp_path / "pico.bvit").write_bytes(encode_model(arrays, meta))
@@ -111,16 +98,13 @@ def test_models_bit_exact_on_wasm(wasm_micropython, tmp_path):
     img = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")[7]
     (tmp_path / "fm7_28x28.gray").write_bytes(img.tobytes())
     copies[tmp_path / "fm7_28x28.gray"] = "/f/fm7_28x28.gray"
-    jobs.append({"model": "/m/pico.bvit", "source": "file", "wb": 4096, "frames": ["/f/fm7_28x28.gray"]})
+    jobs.append(job("/m/pico.bvit", ["/f/fm7_28x28.gray"]))
     want.append([[int(v) for v in IntModel.from_arrays(arrays, meta).forward_pixels(img[None]).logits]])
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    copies[tmp_path / "jobs.json"] = "/jobs.json"
-    script = tmp_path / "runner.py"
-    script.write_text(MODEL_RUNNER)
-    res = wasm_micropython(script, args=["/jobs.json"], copies=copies, heapsize="2m")
-    got = [json.loads(line) for line in res.stdout.strip().splitlines()]
-    assert [g["backend"] for g in got] == ["python"] * len(jobs)
-    assert [g["logits"] for g in got] == want
+    copies[write_jobs(tmp_path / "jobs.json", jobs)] = "/jobs.json"
+    res = wasm_micropython(AGENT, args=["/jobs.json"], copies=copies, heapsize="2m")
+    got = read_jobs(res.stdout)
+    assert [g["setup"]["backend"] for g in got] == ["python"] * len(jobs)
+    assert [[r["logits"] for r in g["results"]] for g in got] == want
 
 
 def test_classify_script_on_wasm(wasm_micropython, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 
 from beds.micropython import MicroPythonPty
 from butterflyvit.harness import files as F
-from butterflyvit.harness.session import AGENT, HarnessOptions, memory_advice, parse_result
+from butterflyvit.harness.protocol import job, parse_ready, parse_result, read_jobs, write_jobs
+from butterflyvit.harness.run import HarnessOptions, memory_advice
 from butterflyvit.harness.transport import (BoardDisconnected, BoardException, BoardTimeout,
                                             HarnessError, RawRepl)
 
@@ -132,16 +133,15 @@ def test_hash_kinds_compare_only_real_hashes():
 # ------------------------------------------------------------------ the result line, heap advice
 
 def test_result_line_checksum_board_and_host_agree(micropython):
-    """The result line's CRC-32 made on the real MicroPython (binascii.crc32, and the
-    package's crc32_py for ports without it) is the host's; any one digit changed on the
-    wire fails it (a re-request, not a mismatch); a line with a right checksum but the wrong
-    image is an error, not a retry."""
-    assert "_crc(p.encode()) & 0xFFFFFFFF" in AGENT and "from bvit.modelfile import crc32_py as _crc" in AGENT
+    """The result line the board agent makes on the real MicroPython (bvit.agent.result_line
+    with binascii.crc32, and with the package's crc32_py for ports without it) checks on the
+    host; any one digit changed on the wire fails it (a re-request, not a mismatch); a line
+    with a right checksum but the wrong image is an error, not a retry."""
     payload = "7 81234 95000 60000 -12 34 0 -56 2147483647 -2147483648 1 -2 3 40"
     code = (f"p = {payload!r}\nfrom binascii import crc32\nfrom bvit.modelfile import crc32_py\n"
-            "print('BVIT %s %08x' % (p, crc32(p.encode()) & 0xFFFFFFFF))\n"
-            "print('BVIT %s %08x' % (p, crc32_py(p.encode())))\n")
-    fast, slow = micropython.run(code=code).check().stdout.splitlines()
+            "from bvit.agent import result_line\n"
+            "print(result_line(p, crc32))\nprint(result_line(p, crc32_py))\n")
+    fast, slow = micropython.run(code=code, heapsize="512k").check().stdout.splitlines()
     assert fast == slow
     r, why = parse_result(f"noise\n{fast}\n", 7, 10)
     assert why is None and r == {"us": 81234, "heap_peak": 95000, "heap_before": 60000,
@@ -156,6 +156,42 @@ def test_result_line_checksum_board_and_host_agree(micropython):
     assert parse_result("", 7, 10) == (None, "no result line")
     with pytest.raises(HarnessError, match="answered for image 7 with 10 logits, image 8 with 10 expected"):
         parse_result(fast, 8, 10)
+
+
+def test_agent_job_file_lines_are_read_and_checked(micropython, tmp_path):
+    """The board agent run over a job file (as the demo, benchmarks and device tests run it):
+    its BVIT-READY and result lines read back as setup and per-frame results with the host's
+    logits; a damaged line, or a result before any BVIT-READY, is an error, never a result."""
+    from test_intmodel import tiny_bytes, tiny_frames, tiny_model
+
+    (tmp_path / "m.bvit").write_bytes(tiny_bytes("smooth"))
+    frames = []
+    for i, (fmt, w, h, buf) in enumerate(tiny_frames()):
+        path = tmp_path / (f"f{i}_{w}x{h}" + (".gray" if fmt == "GRAYSCALE" else ".rgb565"))
+        path.write_bytes(buf)
+        frames.append(str(path))
+    jobs = write_jobs(tmp_path / "jobs.json", [job(tmp_path / "m.bvit", frames, backend="python"),
+                                               job(tmp_path / "m.bvit", frames[:1], in_ram=True)])
+    out = micropython.run(REPO / "device" / "bvit" / "agent.py", args=[jobs], heapsize="1m").check().stdout
+    first, second = read_jobs(out)
+    ref = [[int(v) for v in tiny_model("smooth").forward_frame(buf, w, h, fmt).logits]
+           for fmt, w, h, buf in tiny_frames()]
+    assert [r["index"] for r in first["results"]] == list(range(len(frames)))
+    assert [r["logits"] for r in first["results"]] == ref
+    assert [r["logits"] for r in second["results"]] == ref[:1]
+    setup = first["setup"]
+    assert setup["backend"] == "python" and second["setup"]["backend"] in ("viper", "native")
+    assert setup["timer"] == "time.ticks_us" and "load_retried" not in setup
+    assert 0 < setup["ram_buffers"] < setup["heap_after_load"] < setup["heap_total"]
+    assert all(r["heap_before"] <= r["heap_peak"] for r in first["results"])
+    lines = out.splitlines()
+    n = next(n for n, line in enumerate(lines) if line.startswith("BVIT "))
+    damaged = lines[n][:-12] + ("1" if lines[n][-12] != "1" else "2") + lines[n][-11:]   # in a logit
+    with pytest.raises(HarnessError, match="checksum mismatch"):
+        read_jobs("\n".join(lines[:n] + [damaged] + lines[n + 1:]))
+    with pytest.raises(HarnessError, match="a result line before BVIT-READY"):
+        read_jobs(lines[n])
+    assert parse_ready("BVIT-RETRY\n" + lines[0])["load_retried"] is True
 
 
 def test_memory_advice_names_the_reset_command():

@@ -251,15 +251,16 @@ def test_damaged_result_line_is_asked_for_again(model, tmp_path, monkeypatch, ca
 
 # A fault on the board itself: the forward's logits come out wrong (one bit of logit 3), the
 # result line is well formed and its checksum right. ONCE undoes itself after one forward.
+# (_bva: the board agent the harness starts, device/bvit/agent.py.)
 FAULT_ONCE = """
 def _bvfault(fr):
-    del _bvnet.classify_frame
-    lg = type(_bvnet).classify_frame(_bvnet, fr)
+    del _bva.net.classify_frame
+    lg = type(_bva.net).classify_frame(_bva.net, fr)
     lg[3] ^= 1
     return lg
-_bvnet.classify_frame = _bvfault
+_bva.net.classify_frame = _bvfault
 """
-FAULT_ALWAYS = FAULT_ONCE.replace("    del _bvnet.classify_frame\n", "")
+FAULT_ALWAYS = FAULT_ONCE.replace("    del _bva.net.classify_frame\n", "")
 
 
 def fault_before_first_image(monkeypatch, code):

@@ -1,8 +1,9 @@
 """butterflyvit demo: the main job, end to end on this machine.
 
 load the shipped checkpoint (or train one) -> pack it -> classify Fashion-MNIST test
-images with the host integer reference and with device/classify.py on the real
-MicroPython unix port under a board-sized heap -> compare the integer logits.
+images with the host integer reference and with the board agent (device/bvit/agent.py,
+the code the serial harness drives on a board) on the real MicroPython unix port under a
+board-sized heap -> compare the integer logits.
 """
 
 from . import positive_int
@@ -53,21 +54,22 @@ def _install_board(exe, device_dir, board_dir):
             shutil.copyfile(local, board_dir / remote)
 
 
-def _run_board(exe, heapsize, board_dir, model, frame, size, backend):
-    """classify.py on the unix port; returns (logits, the lines it printed)."""
+def _run_board(exe, heapsize, board_dir, model, frames, backend):
+    """The board agent (bvit.agent, precompiled) on the unix port: the model loaded once,
+    then each frame (path, "WxH"); returns a result dict per frame (logits, us, heap_peak)."""
     import os
     import subprocess
 
+    from ..harness.protocol import job, read_jobs, write_jobs
+
+    jobs = write_jobs(board_dir / "jobs.json", [job(model, frames, backend=backend, collect=True)])
     env = dict(os.environ, MICROPYPATH=f"{board_dir}{os.pathsep}.frozen")
-    cmd = [exe, "-X", f"heapsize={heapsize}", str(board_dir / "classify.py"),
-           "--model", str(model), "--input", str(frame), "--size", size,
-           "--backend", backend, "--logits"]
+    cmd = [exe, "-X", f"heapsize={heapsize}", "-m", "bvit.agent", str(jobs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    lines = proc.stdout.splitlines()
-    logits = [line for line in lines if line.startswith("logits:")]
-    if proc.returncode != 0 or not logits:
-        raise RuntimeError("classify.py failed on MicroPython:\n" + proc.stdout + proc.stderr)
-    return [int(v) for v in logits[0].split()[1:]], lines
+    done = read_jobs(proc.stdout)
+    if proc.returncode != 0 or len(done) != 1 or len(done[0]["results"]) != len(frames):
+        raise RuntimeError("the board agent failed on MicroPython:\n" + proc.stdout + proc.stderr)
+    return done[0]["results"]
 
 
 def run(args) -> int:
@@ -124,28 +126,27 @@ def run(args) -> int:
     _install_board(exe, repo / "device", board_dir)
     size = f"{cfg.image_size}x{cfg.image_size}"
     classes = net.classes
-    rows, exact, board_right, host_right = [], 0, 0, 0
+    images = [test.images[i].numpy().astype(np.uint8).reshape(cfg.image_size, cfg.image_size).tobytes()
+              for i in range(args.images)]
+    paths = []
+    for i, pixels in enumerate(images):
+        paths.append((frames / f"test{i:04d}.gray", size))
+        paths[-1][0].write_bytes(pixels)
+    board = _run_board(exe, args.heapsize, board_dir, model_file, paths, args.backend)
+    exact, board_right, host_right = 0, 0, 0
     print(f"{'#':>3}  {'label':<12} {'host':<12} {'board':<12} {'logits':<10} {'ms':>6}  heap peak")
-    for i in range(args.images):
-        pixels = test.images[i].numpy().astype(np.uint8).reshape(cfg.image_size, cfg.image_size)
-        frame = frames / f"test{i:04d}.gray"
-        frame.write_bytes(pixels.tobytes())
+    for i, (pixels, r) in enumerate(zip(images, board)):
         label = int(test.labels[i])
-        host = net.forward_frame(pixels.tobytes(), cfg.image_size, cfg.image_size, "GRAYSCALE")
+        host = net.forward_frame(pixels, cfg.image_size, cfg.image_size, "GRAYSCALE")
         host_logits = [int(v) for v in host.logits]
-        board_logits, lines = _run_board(exe, args.heapsize, board_dir, model_file, frame,
-                                         size, args.backend)
-        timing = next((line for line in lines if line.startswith("time:")), "")
-        ms = timing.split()[1] if timing else "?"
-        peak = timing.split("peak")[1].split(" of")[0].strip() if "peak" in timing else "?"
-        same = host_logits == board_logits
+        same = host_logits == r["logits"]
         exact += same
-        host_top, board_top = int(np.argmax(host_logits)), int(np.argmax(board_logits))
+        host_top, board_top = int(np.argmax(host_logits)), int(np.argmax(r["logits"]))
         host_right += host_top == label
         board_right += board_top == label
         print(f"{i:>3}  {classes[label]:<12} {classes[host_top]:<12} {classes[board_top]:<12} "
-              f"{'identical' if same else 'DIFFER':<10} {ms:>6}  {peak}", flush=True)
-        rows.append(same)
+              f"{'identical' if same else 'DIFFER':<10} {r['us'] / 1000:>6.0f}  "
+              f"{r['heap_peak'] / 1024:.1f} KB", flush=True)
 
     step("result")
     n = args.images

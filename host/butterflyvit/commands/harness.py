@@ -44,7 +44,8 @@ def run(args) -> int:
     import sys
 
     from ..boards import BoardError
-    from ..harness.session import HarnessOptions, format_summary, run_harness
+    from ..harness.report import format_summary
+    from ..harness.run import HarnessOptions, run_harness
     from ..harness.transport import HarnessError
     from ..modelfile import ModelFormatError
 
