@@ -26,8 +26,8 @@ import numpy as np
 from butterflyvit import intops as I
 
 OPS = ("requant", "requant_rows", "relu", "expert_input", "mix", "ternary_matvec",
-       "ternary_stream", "sincos", "butterfly", "matvec8", "linear", "layernorm", "softmax",
-       "residual_add", "topk", "route", "attention", "mean_pool", "frame")
+       "ternary_linear", "ternary_stream", "sincos", "butterfly", "expert", "matvec8", "linear",
+       "layernorm", "softmax", "residual_add", "topk", "route", "attention", "mean_pool", "frame")
 
 I8, I16 = (-128, 127), (-32768, 32767)
 
@@ -164,6 +164,28 @@ def _ternary_matvec(rng):
                        trits=t.ravel(), want=I.ternary_matvec(packed, rows, n, x).astype(np.int32))
 
 
+def _ternary_linear(rng):
+    # the product, an optional bias, per-tensor or per-row requantisation to int8 / int16
+    for n, rows, bits, per_row, with_bias in [(1, 9, 8, False, True), (7, 9, 16, True, False),
+                                              (64, 9, 8, True, True), (66, 16, 16, True, True),
+                                              (256, 9, 16, False, False)]:
+        t = _trits(rng, rows, n)
+        packed = I.pack_trits(t)
+        x = _ints(rng, *I16, n, np.int16)
+        x[:2] = [-32768, 32767][:n]
+        if per_row:
+            M = _ints(rng, 16384, 32767, rows, np.int16)
+            shift = _ints(rng, 8, 29, rows, np.uint8)
+            M[0], shift[0] = 0, 1
+        else:
+            M, shift = int(rng.integers(16384, 32768)), int(rng.integers(16, 28))
+        bias = _ints(rng, -2**20, 2**20, rows, np.int32) if with_bias else None
+        yield dict(name=f"{rows}x{n} -> int{bits}" + (" per row" if per_row else "")
+                   + (" bias" if with_bias else ""), rows=rows, n=n, packed=packed, x=x, M=M,
+                   shift=shift, bias=bias, bits=bits,
+                   want=I.ternary_linear(packed, rows, n, x, M, shift, bias, bits))
+
+
 def _ternary_stream(rng):
     # a matrix as a trit stream (docs/integer-model.md): rows start anywhere in a byte
     for n, rows, t0 in [(64, 256, 0), (256, 64, 0), (64, 9, 3), (1, 9, 4), (3, 11, 2), (7, 5, 1),
@@ -193,13 +215,39 @@ def _sincos(rng):
 def _butterfly(rng):
     # incl. saturation (amplitude 32767), n_l up to log2 n_pad, the shipped 256 x 4 stages
     for n_pad, n_l, amp in [(2, 1, 2**13), (8, 3, 2**12), (64, 4, 2**12), (256, 4, 32767),
-                            (32, 5, 2**11), (16, 4, 32767), (1024, 2, 2**12)]:
+                            (32, 5, 2**11), (16, 4, 32767), (1024, 2, 2**12), (8, 0, 32767)]:
         ph = _ints(rng, 0, 65535, (n_l, n_pad // 2)).astype(np.uint16)
         c, s = I.sincos_q14(ph)
         v = _ints(rng, -amp, amp, n_pad, np.int16)
         yield dict(name=f"n_pad={n_pad} stages={n_l} |v|<={amp}", v=v, phases=ph, n_stages=n_l,
                    cos=c.astype(np.int16), sin=s.astype(np.int16),
                    want=I.butterfly_q14(v, c, s).astype(np.int16))
+
+
+def _expert(rng):
+    # spec §15 step 4: butterfly in, ternary product, requant to int16, butterfly out, ReLU;
+    # the shipped shape (64 -> 256, 4 stages) first; `big` multipliers saturate h
+    for dim, ffn, n_l, big in [(64, 256, 4, False), (64, 256, 4, True), (5, 7, 2, False),
+                               (2, 2, 1, True), (100, 30, 3, False), (130, 64, 5, True)]:
+        pin, pout, P = I.padded_size(dim), I.padded_size(ffn), 5
+        phase = lambda k: (rng.normal(0, 0.5, k) * 65536 / (2 * np.pi)).astype(np.int64) & 0xFFFF  # noqa: E731
+        ph_in = phase(n_l * pin // 2).astype(np.uint16).reshape(n_l, -1)
+        ph_out = phase(n_l * pout // 2).astype(np.uint16).reshape(n_l, -1)
+        t = _trits(rng, ffn, dim)
+        packed = I.pack_trits(t)
+        x = _ints(rng, *I8, dim, np.int8)
+        x[:2] = [-128, 127][:dim]
+        M = _ints(rng, 16384, 32767, ffn, np.int16)
+        shift = _ints(rng, 14 if big else 18, 21 if big else 25, ffn, np.uint8)
+        ci, si = I.sincos_q14(ph_in)
+        co, so = I.sincos_q14(ph_out)
+        u = I.butterfly_q14(np.concatenate([x.astype(np.int64) << P, np.zeros(pin - dim, np.int64)]),
+                            ci, si)
+        h = I.requant(I.ternary_matvec(packed, ffn, dim, u[:dim]), M, shift, 16)
+        h = I.butterfly_q14(np.concatenate([h, np.zeros(pout - ffn, np.int64)]), co, so)
+        yield dict(name=f"{dim} -> {ffn}, {n_l} stages" + (" saturating" if big else ""),
+                   x=x, P=P, n_stages=n_l, phases_in=ph_in, phases_out=ph_out, packed=packed,
+                   M=M, shift=shift, want=I.relu(h[:ffn]).astype(np.int16))
 
 
 # ---------------------------------------------------------------- spec §7
@@ -239,6 +287,8 @@ def _layernorm(rng):
                                       (64, 8, -20, 20, True), (100, 16, -30000, 30000, False)]:
         x = _ints(rng, lo, hi, (4, d), np.int8 if bits == 8 else np.int16)
         x[0] = lo                               # a constant token
+        x[1] = 0
+        x[1, 0] = hi                            # one spike
         p = I.layernorm_params(rng.normal(1, 0.3, d), rng.normal(0, 0.2, d),
                                0.0 if eps_zero else 1e-5, 0.01, 0.02)
         yield dict(name=f"d={d} int{bits} in [{lo},{hi}]" + (" eps=0" if eps_zero else ""),
@@ -250,7 +300,7 @@ def _softmax(rng):
     # shifts <= 17 and > 17, M = 0, one element, equal logits, far logits
     for n, scale, spread in [(1, 0.1, 100), (4, 0.1, 0), (49, 1e-3, 5000), (49, 1e-5, 2**20),
                              (300, 3e-4, 30000), (2, 10.0, 10**6), (9, 0.0, 100), (64, 0.02, 2**29),
-                             (49, 0.003, 5000)]:
+                             (49, 0.003, 5000), (5, 1e-6, 2**30 - 1)]:
         L = _ints(rng, -spread, spread, (3, n), np.int32)
         M, shift = I.softmax_multiplier(scale) if scale else (0, 1)
         yield dict(name=f"n={n} scale={scale} spread={spread}", L=L, M=M, shift=shift,
