@@ -12,6 +12,7 @@ Implementation "nn" is the code every backend shares (bvit.nn, bvit.frames).
 """
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,6 @@ def _expected(op, case):
 def _run_cases(run):
     """Every board op's cases through `run(runner, cases_path)` (one process): {"backends":
     [...], op: [{implementation: result} per case]}."""
-    import tempfile
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "cases.jsonl"
         with path.open("w") as f:
