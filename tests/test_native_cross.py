@@ -1,10 +1,11 @@
 """The C kernels cross-compiled (-Wall -Wextra -Werror) for Cortex-M0+ and rv32imc, run
-under QEMU on test vectors from the numpy reference, and checked on the target
-(native/tests/cross_main.c prints one line per case and exits with the failure count).
+under QEMU on the golden vectors (tests/golden.py), and checked on the target
+(native/tests/cross_main.c prints one line per case and form and exits with the failure
+count). One run per target; one test per op and target, so a failure names both.
 
 Targets: host, cortex-m0plus-big (ARMv6-M code, 4 MiB RAM: every case), rv32imc (every
-case), and the micro:bit's real ARMv6-M core with 16 KiB of RAM (the cases that fit:
-no LUT tables, no expert, no attention).
+case), and the micro:bit's real ARMv6-M core with 16 KiB of RAM and 256 KiB of flash (the
+cases whose buffers fit; no LUT tables, no expert, no attention).
 """
 
 from __future__ import annotations
@@ -14,197 +15,266 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import golden
 from beds.cross import *  # noqa: F401,F403  (fixtures)
-from beds.cross import TARGETS, c_header
-from butterflyvit import intops as I
+from beds.cross import TARGETS, c_array
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "native" / "kernels"
 SOURCES = sorted(KERNELS.glob("*.c"))
 MAIN = REPO / "native" / "tests" / "cross_main.c"
 
+TARGET_NAMES = ["host", "cortex-m0plus-big", "rv32imc", "cortex-m0plus"]
+SMALL_BUFFER = 2048          # bytes: the largest RAM buffer a case may need on the 16 KiB core
 
-def _packed(t):
-    return np.frombuffer(I.pack_trits(t), np.uint8).copy()
+
+# Per op: the struct fields of one case (cross_main.c declares `struct <op>_case`), its
+# arrays, the RAM it needs (buffer name -> elements) and the forms cross_main.c reports.
+# Each function takes a golden case and returns (fields, arrays, ram); an array value
+# None is a NULL pointer.
+
+def _i(v):
+    return np.asarray(v)
 
 
-def make_vectors(seed: int = 5) -> tuple[str, list[str]]:
-    """The generated header, and the case names every full run must report ok."""
-    rng = np.random.default_rng(seed)
-    A = {}
+def _f_requant(c):
+    return ([len(c["acc"]), "acc", "M", "shift", c["bits"], "want"],
+            dict(acc=c["acc"].astype(np.int32), M=c["M"].astype(np.int16),
+                 shift=c["shift"].astype(np.uint8), want=c["want"].astype(np.int32)), {})
 
-    def trits(rows, n):
-        t = rng.integers(-1, 2, (rows, n)).astype(np.int8)
-        t[0] = 1
-        t[1] = -1
-        t[2] = 0
-        return t
 
-    # §4
-    t = trits(5, 13)
-    A["up_packed"] = _packed(t)
-    bad = A["up_packed"].copy()
+def _f_relu(c):
+    n = len(c["v"])
+    return [n, "v", "want"], dict(v=c["v"], want=c["want"]), {"out16": n}
+
+
+def _f_mix(c):
+    k, f = c["h"].shape
+    return [k, f, "h", "g", "want"], dict(h=c["h"], g=c["g"].astype(np.uint16), want=c["want"]), \
+        {"out16": f}
+
+
+def _f_ternary_matvec(c):
+    rows, n = c["rows"], c["n"]
+    return ([rows, n, "packed", c["bits"], "x", "trits", "want"],
+            dict(packed=_packed(c["packed"]), x=c["x"], trits=c["trits"], want=c["want"]),
+            {"acc": rows, "out8": rows * n})
+
+
+def _f_ternary_linear(c):
+    rows, n, per_row = c["rows"], c["n"], not isinstance(c["M"], int)
+    return ([rows, n, "packed", "x", "bias", "M", "shift", int(per_row), c["bits"], "want"],
+            dict(packed=_packed(c["packed"]), x=c["x"], bias=c["bias"],
+                 M=_i(c["M"]).astype(np.int16).reshape(-1), shift=_i(c["shift"]).astype(np.uint8).reshape(-1),
+                 want=c["want"].astype(np.int16)), {"acc": rows, "out16": rows})
+
+
+def _f_ternary_stream(c):
+    rows, n = c["rows"], c["n"]
+    return ([rows, n, c["t0"], "packed", "x", "rows_packed", "want"],
+            dict(packed=_packed(c["packed"]), x=c["x"], rows_packed=_packed(c["rows_packed"]),
+                 want=c["want"]), {"acc": rows, "out8": len(c["rows_packed"])})
+
+
+def _f_sincos(c):
+    return [len(c["phases"]), "phases", "cos", "sin"], \
+        dict(phases=c["phases"], cos=c["want_cos"], sin=c["want_sin"]), {}
+
+
+def _f_butterfly(c):
+    n_pad = len(c["v"])
+    raw = np.frombuffer(b"\x05" + c["phases"].astype("<u2").tobytes(), np.uint8)
+    L = c["n_stages"]
+    return ([n_pad, L, "v", "cos", "sin", "phases", "raw", "want"],
+            dict(v=c["v"], cos=c["cos"] if L else None, sin=c["sin"] if L else None,
+                 phases=c["phases"] if L else None, raw=raw, want=c["want"]), {"out16": n_pad})
+
+
+def _f_expert(c):
+    L, dim, ffn = c["n_stages"], len(c["x"]), len(c["M"])
+    pin, pout = 2 * c["phases_in"].shape[1], 2 * c["phases_out"].shape[1]
+    return ([dim, ffn, pin, pout, L, c["P"], "ph_in", "ph_out", "packed", "M", "shift", "x", "want"],
+            dict(ph_in=c["phases_in"], ph_out=c["phases_out"], packed=_packed(c["packed"]),
+                 M=c["M"], shift=c["shift"], x=c["x"], want=c["want"]),
+            {"out16": ffn, "rot_in": L * pin, "rot_out": L * pout, "work_in": pin, "work_out": pout})
+
+
+def _f_matvec8(c):
+    rows, n = c["w"].shape
+    return [rows, n, "x", "w", "want"], dict(x=c["x"], w=c["w"], want=c["want"]), {"acc": rows}
+
+
+def _f_linear(c):
+    rows, n = c["w"].shape
+    return ([rows, n, "x", "w", "bias", "M", "shift", c["bits"], "want"],
+            dict(x=c["x"], w=c["w"], bias=c["bias"], M=c["M"], shift=c["shift"],
+                 want=c["want"].astype(np.int16)), {"out16": rows})
+
+
+def _f_layernorm(c):
+    rows, d = c["x"].shape
+    return ([rows, d, c["bits"], "x", "G", "B", c["shift"], f"{c['E']}LL", "want"],
+            dict(x=c["x"], G=c["G"], B=c["B"], want=c["want"]), {"out8": d})
+
+
+def _f_softmax(c):
+    rows, n = c["L"].shape
+    return [rows, n, "L", c["M"], c["shift"], "want"], \
+        dict(L=c["L"], want=c["want"].astype(np.uint16)), {"outu": n}
+
+
+def _f_residual_add(c):
+    dt = np.int8 if c["bits"] == 8 else np.int16
+    return ([len(c["a"]), c["bits"], "a", "b", c["Ma"], c["Mb"], c["shift"], "want"],
+            dict(a=c["a"].astype(dt), b=c["b"].astype(dt), want=c["want"].astype(np.int16)),
+            {"out16": len(c["a"])})
+
+
+def _f_topk(c):
+    rows, n = c["L"].shape
+    return [rows, n, c["k"], "L", "want"], dict(L=c["L"], want=c["want"]), {"outu": c["k"]}
+
+
+def _f_attention(c):
+    n, dim = c["qkv"].shape[0], c["qkv"].shape[1] // 3
+    return ([n, dim, c["heads"], c["score_M"], c["score_shift"], c["out_M"], c["out_shift"], "qkv",
+             "want"], dict(qkv=c["qkv"], want=c["want"]),
+            {"out8": n * dim, "acc": n, "outu": n})
+
+
+def _f_mean_pool(c):
+    n, d = c["x"].shape
+    return [n, d, c["M"], c["shift"], c["bits"], "x", "want"], \
+        dict(x=c["x"], want=c["want"].astype(np.int16)), {"out16": d}
+
+
+def _packed(b):
+    return np.frombuffer(bytes(b), np.uint8)
+
+
+# What cross_main.c reports for each case of an op; the small core leaves out the LUT forms
+FORMS = {"ternary_matvec": ("plain", "lut", "unpack"), "ternary_linear": ("plain", "lut"),
+         "ternary_stream": ("stream", "to_rows"), "butterfly": ("tables", "phase", "raw")}
+SMALL_LEAVES_OUT = {"lut"}
+NOT_ON_SMALL = {"expert", "attention"}          # their scratch does not fit 16 KiB
+CROSS_OPS = tuple(op for op in golden.OPS if "_f_" + op in globals())
+BUFFERS = ("acc", "out8", "out16", "outu", "rot_in", "rot_out", "work_in", "work_out")
+ELEM = {"acc": 4, "out8": 1, "out16": 2, "outu": 2, "rot_in": 4, "rot_out": 4, "work_in": 4,
+        "work_out": 4}
+
+
+def _forms(op, small):
+    return [f for f in FORMS.get(op, ("",)) if not (small and f in SMALL_LEAVES_OUT)]
+
+
+def _cases(op, small):
+    """(index, golden case, fields, arrays, ram) of the cases of `op` a target runs."""
+    if small and op in NOT_ON_SMALL:
+        return []
+    out = []
+    for i, c in enumerate(golden.cases(op)):
+        fields, arrays, ram = globals()["_f_" + op](c)
+        if small and any(ELEM[b] * k > SMALL_BUFFER for b, k in ram.items()):
+            continue
+        out.append((i, c, fields, arrays, ram))
+    return out
+
+
+def make_vectors(small: bool) -> str:
+    """vectors.h for cross_main.c: every case's arrays, a case table per op, buffer sizes."""
+    parts = ["#ifndef BVIT_VECTORS_H\n#define BVIT_VECTORS_H\n#include <stdint.h>\n"]
+    need = dict.fromkeys(BUFFERS, 1)
+    for op in CROSS_OPS:
+        rows = []
+        for i, c, fields, arrays, ram in _cases(op, small):
+            for name, a in arrays.items():
+                if a is not None:
+                    parts.append(c_array(f"{op}_{i}_{name}", np.ascontiguousarray(a)))
+            vals = [("NULL" if arrays[f] is None else f"{op}_{i}_{f}") if isinstance(f, str)
+                    and f in arrays else str(f) for f in fields]
+            rows.append(f"    {{{i}, {', '.join(vals)}}},")
+            for b, k in ram.items():
+                need[b] = max(need[b], k)
+        if not rows and not (small and op in NOT_ON_SMALL):
+            raise AssertionError(f"{op}: no golden case fits the {'small' if small else ''} target")
+        parts.append(f"#define {op.upper()}_CASES {len(rows)}\n")
+        if rows:
+            parts.append(f"static const struct {op}_case {op}_cases[] = {{\n" + "\n".join(rows)
+                         + "\n};\n")
+    # one corrupted packed matrix: bvit_check_trits must name its first bad byte
+    good = next(_packed(c["packed"]) for c in golden.cases("ternary_matvec")
+                if (c["rows"], c["n"]) == (8, 13))
+    bad = good.copy()
     bad[7] = 250
-    A["up_bad"] = bad
-    A["up_want"] = t.ravel()
-    defines = {"UP_ROWS": 5, "UP_N": 13, "TM_ROWS": 8}
-    # §5
-    for n in (13, 64, 66):
-        t = trits(8, n)
-        p = _packed(t)
-        x8 = rng.integers(-128, 128, n).astype(np.int8)
-        x16 = rng.integers(-32768, 32768, n).astype(np.int16)
-        x8[:2], x16[:2] = [-128, 127], [-32768, 32767]
-        A[f"tm{n}_packed"] = p
-        A[f"tm{n}_x8"], A[f"tm{n}_x16"] = x8, x16
-        A[f"tm{n}_w8"] = I.ternary_matvec(p.tobytes(), 8, n, x8)
-        A[f"tm{n}_w16"] = I.ternary_matvec(p.tobytes(), 8, n, x16)
-    t = trits(16, 66)
-    p = _packed(t)
-    x = rng.integers(-20000, 20000, 66).astype(np.int16)
-    M = rng.integers(16384, 32768, 16).astype(np.int16)
-    S = rng.integers(16, 26, 16).astype(np.uint8)
-    bias = rng.integers(-99999, 99999, 16).astype(np.int32)
-    A.update(tl_packed=p, tl_x=x, tl_m=M, tl_s=S, tl_bias=bias,
-             tl_want=I.ternary_linear(p.tobytes(), 16, 66, x, M, S, bias, 16))
-    defines.update(TL_ROWS=16, TL_N=66)
-    # trit streams: 9 rows of 64 trits from trit 3
-    total = 3 + 9 * 64
-    st = rng.integers(-1, 2, total).astype(np.int8)
-    nbytes = -(-total // 5)
-    st_packed = np.frombuffer(I.pack_trits(np.concatenate([st, np.zeros(5 * nbytes - total, np.int8)])[None]),
-                              np.uint8).copy()
-    mat = st[3:].reshape(9, 64)
-    sx = rng.integers(-32768, 32768, 64).astype(np.int16)
-    A.update(st_packed=st_packed, st_x=sx, st_want=(mat.astype(np.int64) @ sx).astype(np.int32),
-             st_rows=np.frombuffer(I.pack_trits(mat), np.uint8).astype(np.int8))
-    # §1-2
-    acc = np.concatenate([[0, 1, -1, 2**16, -2**16, 2**31 - 1, -2**31],
-                          rng.integers(-2**31, 2**31, 193)]).astype(np.int32)
-    Ms = rng.integers(0, 32768, 200).astype(np.int16)
-    Ms[:3] = [0, 16384, 32767]
-    Ss = rng.integers(1, 63, 200).astype(np.uint8)
-    A.update(rq_acc=acc, rq_m=Ms, rq_s=Ss, rq_w8=I.requant(acc, Ms, Ss, 8).astype(np.int32),
-             rq_w16=I.requant(acc, Ms, Ss, 16).astype(np.int32))
-    # §6
-    ph = np.concatenate([[0, 16384, 32768, 49152, 65535, 1, 63, 64],
-                         rng.integers(0, 65536, 292)]).astype(np.uint16)
-    c, s = I.sincos_q14(ph)
-    A.update(sc_ph=ph, sc_cos=c, sc_sin=s)
-    bph = rng.integers(0, 65536, 4 * 128).astype(np.uint16)
-    bc, bs = I.sincos_q14(bph)
-    bx = rng.integers(-32768, 32768, 256).astype(np.int16)  # saturates somewhere
-    A.update(bf_x=bx, bf_cos=bc, bf_sin=bs, bf_ph=bph,
-             bf_raw=np.frombuffer(b"\x05" + bph.astype("<u2").tobytes(), np.uint8).copy(),
-             bf_want=I.butterfly_q14(bx, bc.reshape(4, 128), bs.reshape(4, 128)))
-    # §15 expert at the shipped shape
-    t = trits(256, 64)
-    p = _packed(t)
-    x = rng.integers(-128, 128, 64).astype(np.int8)
-    phin = (rng.normal(0, 0.5, 4 * 32) * 65536 / (2 * np.pi)).astype(np.int64).astype(np.uint16)
-    phout = (rng.normal(0, 0.5, 4 * 128) * 65536 / (2 * np.pi)).astype(np.int64).astype(np.uint16)
-    M = rng.integers(16384, 32768, 256).astype(np.int16)
-    S = rng.integers(15, 22, 256).astype(np.uint8)  # some rows saturate int16
-    ci, si = I.sincos_q14(phin)
-    co, so = I.sincos_q14(phout)
-    u = I.butterfly_q14(x.astype(np.int64) * 32, ci.reshape(4, -1), si.reshape(4, -1))
-    h = I.requant(I.ternary_matvec(p.tobytes(), 256, 64, u), M, S, 16)
-    A.update(ex_x=x, ex_phin=phin, ex_phout=phout, ex_packed=p, ex_m=M, ex_s=S,
-             ex_want=I.relu(I.butterfly_q14(h, co.reshape(4, -1), so.reshape(4, -1))))
-    # §7
-    x = rng.integers(-128, 128, 64).astype(np.int8)
-    w = rng.integers(-128, 128, (64, 64)).astype(np.int8)
-    bias = rng.integers(-2**20, 2**20, 64).astype(np.int32)
-    M = rng.integers(16384, 32768, 64).astype(np.int16)
-    S = rng.integers(14, 22, 64).astype(np.uint8)
-    A.update(li_x=x, li_w=w.ravel(), li_bias=bias, li_m=M, li_s=S,
-             li_want=I.linear(x, w, bias, M, S, 8), li_acc=I.linear_acc(x, w),
-             # 63 inputs from x[1:], weights row-major 64 x 63 in the same bytes (misaligned rows)
-             li_odd=I.linear(x[1:], w.ravel()[:64 * 63].reshape(64, 63), None, M, S, 16))
-    # §8
-    lp = I.layernorm_params(rng.normal(1, 0.4, 64), rng.normal(0, 0.4, 64), 1e-5, 0.01, 0.04)
-    lx = rng.integers(-30000, 30000, 64).astype(np.int16)
-    lx8 = rng.integers(-128, 128, 64).astype(np.int8)
-    lp8 = lp
-    A.update(ln_x=lx, ln_x8=lx8, ln_g=lp.G.astype(np.int32), ln_b=lp.B.astype(np.int32),
-             ln_e=np.array([lp.E], np.int64), ln_want=I.layernorm(lx, lp),
-             ln_want8=I.layernorm(lx8, lp8))
-    defines["LN_SHIFT"] = lp.shift
-    # §9, §12
-    sm_M, sm_S = I.softmax_multiplier(0.003)
-    L = rng.integers(-5000, 5000, 49).astype(np.int32)
-    A.update(sm_l=L, sm_want=I.softmax(L, sm_M, sm_S))
-    defines.update(SM_M=sm_M, SM_S=sm_S)
-    qkv = rng.integers(-128, 128, (49, 192)).astype(np.int8)
-    aM, aS = I.softmax_multiplier(0.02 * 0.02 / 4)
-    oM, oS = I.quantize_multiplier(0.03 * 2**-15 / 0.02)
-    A.update(at_qkv=qkv.ravel(),
-             at_want=I.attention(qkv[:, :64], qkv[:, 64:128], qkv[:, 128:], 4, (aM, aS), (oM, oS)).ravel())
-    defines.update(AT_SM=aM, AT_SS=aS, AT_OM=oM, AT_OS=oS)
-    # §10, §13, §15, §11.1
-    a = rng.integers(-32768, 32768, 64).astype(np.int16)
-    b = rng.integers(-32768, 32768, 64).astype(np.int16)
-    Ma, Mb, sh = I.residual_params(0.2, 0.07, 0.25)
-    A.update(ra_a=a, ra_b=b, ra_want=I.residual_add(a, b, Ma, Mb, sh, 16))
-    defines.update(RA_MA=Ma, RA_MB=Mb, RA_SH=sh)
-    px = rng.integers(-32768, 32768, (49, 64)).astype(np.int16)
-    pM, psh = I.quantize_multiplier(0.9 / 49)
-    A.update(po_x=px.ravel(), po_want=I.mean_pool(px, pM, psh, 16))
-    defines.update(PO_M=pM, PO_SH=psh)
-    g = I.softmax(np.array([900, 400], np.int32), *I.softmax_multiplier(0.01))
-    mh = rng.integers(0, 32768, (2, 256)).astype(np.int16)
-    A.update(mx_h=mh.ravel(), mx_g=g,
-             mx_want=I.saturate(I.rshift_round((g.astype(np.int64)[:, None] * mh).sum(0), 15), 16).astype(np.int16))
-    tl = rng.integers(-3, 3, 64).astype(np.int32)
-    A.update(tk_l=tl, tk_want=I.topk(tl, 2).astype(np.uint16))
-
-    text = c_header({k: (np.asarray(v) if not isinstance(v, np.ndarray) else v) for k, v in A.items()},
-                    guard="BVIT_VECTORS_H")
-    text = text.replace("#endif /* BVIT_VECTORS_H */",
-                        "".join(f"#define {k} {v}\n" for k, v in defines.items())
-                        + "#endif /* BVIT_VECTORS_H */")
-    full = (["unpack"] + [f"tm{n}_{f}_{w}" for n in (13, 64, 66) for f in ("plain", "lut")
-                         for w in ("i8", "i16")]
-            + ["ternary_linear_plain", "ternary_linear_lut", "ternary_stream", "stream_to_rows",
-               "requant", "sincos", "butterfly", "butterfly_phase", "butterfly_phase_raw", "expert", "linear", "linear_acc", "linear_odd", "layernorm_i16",
-               "layernorm_i8", "softmax", "attention", "residual_add", "mean_pool", "mix", "topk"])
-    return text, full
+    parts += [c_array("good_packed", good), c_array("bad_packed", bad)]
+    parts += [f"#define MAX_{b.upper()} {k}\n" for b, k in need.items()]
+    parts.append("#endif /* BVIT_VECTORS_H */\n")
+    return "\n".join(parts)
 
 
-SMALL_ONLY_MISSING = {"expert", "attention", "ternary_linear_lut"} | {
-    f"tm{n}_lut_{w}" for n in (13, 64, 66) for w in ("i8", "i16")}
+def _expected_lines(op, small):
+    return [f"{op} {i} {f}".rstrip() + " ok" for i, *_ in _cases(op, small) for f in _forms(op, small)]
 
 
 @pytest.fixture(scope="module")
-def vectors():
-    return make_vectors()
+def cross_runs(cross_build_dir):
+    """The output of cross_main on each target, run once (lines by op), or why it could not run."""
+    runs = {}
+
+    def run(target):
+        if target not in runs:
+            t = TARGETS[target]
+            if not t.available():
+                runs[target] = f"{target}: missing {', '.join(t.missing_tools())}; run scripts/setup.sh"
+            else:
+                small = target == "cortex-m0plus"
+                prog = t.build([*SOURCES, MAIN], include_dirs=[KERNELS],
+                               generated={"vectors.h": make_vectors(small)},
+                               defines={"BVIT_SMALL": None} if small else None, name="bvit_cross")
+                res = prog.run(timeout=300)
+                runs[target] = res
+        return runs[target]
+
+    return run
 
 
-@pytest.mark.parametrize("target", ["host", "cortex-m0plus-big", "rv32imc", "cortex-m0plus"])
-def test_kernels_on_target_equal_the_reference(target, vectors, cross_build_dir):
-    t = TARGETS[target]
-    if not t.available():
-        pytest.fail(f"{target}: missing {', '.join(t.missing_tools())}; run scripts/setup.sh")
-    header, full = vectors
-    small = target == "cortex-m0plus"
-    prog = t.build([*SOURCES, MAIN], include_dirs=[KERNELS], generated={"vectors.h": header},
-                   defines={"BVIT_SMALL": None} if small else None, name="bvit_cross")
-    res = prog.run(timeout=120)
+def test_every_c_op_is_cross_checked():
+    assert set(golden.OPS) - set(CROSS_OPS) == {"requant_rows", "expert_input", "route", "frame"}
+
+
+@pytest.mark.parametrize("target", TARGET_NAMES)
+def test_the_target_run_finishes_without_failures(target, cross_runs):
+    res = cross_runs(target)
+    if isinstance(res, str):
+        pytest.fail(res)
     lines = res.stdout.splitlines()
-    want = [n for n in full if not (small and n in SMALL_ONLY_MISSING)]
-    oks = [ln.split()[0] for ln in lines if ln.endswith(" ok")]
-    assert oks == want, res.stdout
-    assert "check_trits -1 7" in lines, res.stdout
-    assert lines[-1] == "failures 0" and res.returncode == 0, res.stdout + res.stderr
+    assert "check_trits -1 7" in lines, res.stdout[-3000:]
+    assert lines[-1] == "failures 0" and res.returncode == 0, res.stdout[-3000:] + res.stderr
 
 
-def test_cross_build_has_no_thumb2_and_fits(cortex_m0plus, vectors):
+@pytest.mark.parametrize("op", CROSS_OPS)
+@pytest.mark.parametrize("target", TARGET_NAMES)
+def test_op_on_target_equals_the_golden_vectors(target, op, cross_runs):
+    res = cross_runs(target)
+    if isinstance(res, str):
+        pytest.fail(res)
+    small = target == "cortex-m0plus"
+    got = [ln for ln in res.stdout.splitlines() if ln.split(" ", 1)[0] == op]
+    want = _expected_lines(op, small)
+    if small and op not in NOT_ON_SMALL:
+        assert want, f"{op}: no case fits the small core"
+    names = {i: c["name"] for i, c, *_ in _cases(op, small)}
+    fails = [f"{ln} ({names.get(int(ln.split()[1]), '?')})" for ln in got if not ln.endswith(" ok")]
+    assert not fails and got == want, f"{op} on {target}: {fails[:3] or got[:5]}"
+
+
+def test_cross_build_has_no_thumb2_and_fits(cortex_m0plus):
     """The ARMv6-M build uses Thumb-1 only (it ran on the micro:bit's M0 above) and the
     module's kernels stay small: text of the kernel objects (arm-none-eabi-size)."""
     import subprocess
 
-    header, _ = vectors
-    prog = cortex_m0plus.build([*SOURCES, MAIN], include_dirs=[KERNELS], generated={"vectors.h": header},
+    prog = cortex_m0plus.build([*SOURCES, MAIN], include_dirs=[KERNELS],
+                               generated={"vectors.h": make_vectors(small=True)},
                                defines={"BVIT_SMALL": None}, name="bvit_cross")
     syms = prog.symbols()
     for fn in ("bvit_lut_rows", "bvit_butterfly", "bvit_layernorm", "bvit_softmax"):

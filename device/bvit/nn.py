@@ -1,27 +1,20 @@
 """Per-token integer ops in pure MicroPython (docs/integer-spec.md §7-§13).
 
-The int8 linear layer's accumulators (§7), LayerNorm (§8), softmax (§9), ReLU and the
-residual add (§10), top-k and (smoothed) routing (§11), the attention core (§12) and mean
-pooling (§13): exactly the integers of host/butterflyvit/intops.py. The inner products
-that dominate the time are in bvit.kernels (and its viper / native twins); attention()
-takes them as arguments. Conventions as in bvit.kernels: flat buffers, explicit offsets,
+Requantisation of the layers' accumulators (§2, §7), LayerNorm (§8), softmax (§9), ReLU
+and the residual add (§10), top-k and the smoothed-routing sums (§11), one query's
+attention (§12) and mean pooling (§13): the steps bvit.model calls, exactly the integers of
+host/butterflyvit/intops.py. The inner products that dominate the time are in
+bvit.kernels (and its viper / native twins); attention_row() takes them as arguments. Conventions as in bvit.kernels: flat buffers, explicit offsets,
 outputs into buffers the caller owns.
 """
-
-from array import array
 
 from .tables import EXP2_Q14
 
 
 # ---------------------------------------------------------------- spec §1-2
 
-def rshift_round(x, s):
-    """(x + 2^(s-1)) >> s, s >= 1: round to nearest, halves towards +infinity."""
-    return (x + (1 << (s - 1))) >> s
-
-
 def requant(acc, M, shift, lo=-128, hi=127):
-    """sat(rshift_round(acc * M, shift)), no intermediate beyond 2^30 for |acc| < 2^29, shift <= 44
+    """sat((acc * M + 2^(shift-1)) >> shift), no intermediate beyond 2^30 for |acc| < 2^29, shift <= 44
     (spec §2.3). lo/hi: the output range, inside int16 (int8 by default)."""
     if M == 0:
         return 0
@@ -39,12 +32,6 @@ def requant(acc, M, shift, lo=-128, hi=127):
     if r > hi:
         return hi
     return r
-
-
-def requant_vec(acc, a0, out, o0, n, M, shift, lo=-128, hi=127):
-    """out[o0+i] = requant(acc[a0+i], M, shift) for i < n: one (M, shift) for the tensor."""
-    for i in range(n):
-        out[o0 + i] = requant(acc[a0 + i], M, shift, lo, hi)
 
 
 def requant_rows(acc, a0, out, o0, n, Ms, shifts, r0=0, bias=None, lo=-128, hi=127):
@@ -294,39 +281,6 @@ def neighbour_sum_rows(L, mid, up, down, c, grid, E, out):
     return cnt
 
 
-def neighbour_sum(L, t, grid, E, out):
-    """neighbour_sum_rows for token t of a whole (grid*grid x E) logit array."""
-    r = t // grid
-    row = grid * E
-    return neighbour_sum_rows(L, r * row, (r - 1) * row if r > 0 else -1,
-                              (r + 1) * row if r < grid - 1 else -1, t - r * grid, grid, E, out)
-
-
-def route(L, n, E, k, gate_mult, idx, gates, smooth=False, grid=0, srow=None, sel=None):
-    """Router logits L (n x E, int32) -> idx (n x k experts) and gates (n x k, Q15), spec §11.3.
-    gate_mult[c] = (M, shift) of the gate softmax for sums of c patches (c = 1 without
-    smoothing; 1, 3, 4, 5 with it). srow: scratch of E ints, sel: scratch of k ints."""
-    if srow is None:
-        srow = array("i", bytes(4 * E))
-    if sel is None:
-        sel = array("i", bytes(4 * k))
-    for t in range(n):
-        if smooth:
-            cnt = neighbour_sum(L, t, grid, E, srow)
-            src = srow
-            s0 = 0
-        else:
-            cnt = 1
-            src = L
-            s0 = t * E
-        i0 = t * k
-        topk(src, s0, E, k, idx, i0)
-        for j in range(k):
-            sel[j] = src[s0 + idx[i0 + j]]
-        M, sh = gate_mult[cnt]
-        softmax(sel, 0, k, M, sh, gates, i0)
-
-
 # ---------------------------------------------------------------- spec §12
 
 def attention_row(buf, q0, k0, v0, stride, n, dim, heads, score_M, score_sh, out_M, out_sh,
@@ -347,16 +301,6 @@ def attention_row(buf, q0, k0, v0, stride, n, dim, heads, score_M, score_sh, out
         o = o0 + c0
         for c in range(hd):
             out[o + c] = requant(acc[c], out_M, out_sh)
-
-
-def attention(qkv, n, dim, heads, score_M, score_sh, out_M, out_sh, out, srow, acc, scores, pv):
-    """Multi-head attention core (spec §12) on qkv (n tokens x 3*dim int8: q | k | v per
-    token) into out (n x dim int8, heads concatenated); arguments as attention_row."""
-    cut = softmax_cutoff(score_M, score_sh)
-    s = 3 * dim
-    for i in range(n):
-        attention_row(qkv, i * s, dim, 2 * dim, s, n, dim, heads, score_M, score_sh, out_M,
-                      out_sh, out, i * dim, srow, acc, scores, pv, cut)
 
 
 # ---------------------------------------------------------------- spec §13

@@ -6,8 +6,8 @@
 #     k.NAME, k.matvec8(...), k.ternary_stream(...), k.butterfly_ph(...), k.attn_scores(...)
 #
 # A backend is a module with NAME and the functions in NAMES, with the signatures and
-# results of bvit.kernels (the pure-MicroPython reference on the board, equal to
-# host/butterflyvit/intops.py); tests/test_device_kernels.py checks every backend op by op.
+# results of bvit.kernels (the pure-MicroPython backend, equal to host/butterflyvit/intops.py);
+# tests/test_device_kernels.py checks every backend op by op on the golden vectors.
 # get(backend, name): the backend's function if its EXTRAS list it, else bvit.nn's.
 # Nothing here needs viper: on CircuitPython or the WebAssembly port bvit.kviper does not
 # compile and the pure kernels are used.

@@ -1,20 +1,173 @@
 /*
  * cross_main.c - the kernels on a target (host, Cortex-M0+, rv32imc), checked there.
  *
- * The inputs and the expected outputs come from the numpy reference through a generated
- * header (vectors.h, see tests/test_native_cross.py).  Each case runs a kernel into RAM
- * buffers, compares every element with the reference, and prints "name ok" or
- * "name FAIL i got want".  The exit status is the number of failing cases.
- * BVIT_SMALL leaves out the cases whose scratch does not fit a 16 KiB RAM (the LUT
- * tables, the expert), for the micro:bit's real ARMv6-M core.
+ * The inputs and the expected outputs are the golden vectors of the numpy reference
+ * (tests/golden.py), in a generated header (vectors.h, see tests/test_native_cross.py): per
+ * op a table of cases, `struct <op>_case` below.  Each case runs a kernel (in each of its
+ * forms) into RAM buffers, compares every element with the reference, and prints
+ * "op case form ok" or "op case form FAIL i got want".  The exit status is the number of
+ * failures.  BVIT_SMALL (the micro:bit's 16 KiB of RAM) leaves out the LUT forms, the
+ * expert and attention; the header then holds only the cases whose buffers fit.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include "bvit_kernels.h"
+
+struct requant_case {
+    int id;
+    size_t n;
+    const int32_t *acc;
+    const int16_t *M;
+    const uint8_t *shift;
+    int bits;
+    const int32_t *want;
+};
+struct relu_case {
+    int id;
+    size_t n;
+    const int16_t *v, *want;
+};
+struct mix_case {
+    int id;
+    size_t k, f;
+    const int16_t *h;
+    const uint16_t *g;
+    const int16_t *want;
+};
+struct ternary_matvec_case {
+    int id;
+    size_t rows, n;
+    const uint8_t *packed;
+    int bits;
+    const void *x;
+    const int8_t *trits;
+    const int32_t *want;
+};
+struct ternary_linear_case {
+    int id;
+    size_t rows, n;
+    const uint8_t *packed;
+    const int16_t *x;
+    const int32_t *bias;
+    const int16_t *M;
+    const uint8_t *shift;
+    int per_row, bits;
+    const int16_t *want;
+};
+struct ternary_stream_case {
+    int id;
+    size_t rows, n, t0;
+    const uint8_t *packed;
+    const int16_t *x;
+    const uint8_t *rows_packed;
+    const int32_t *want;
+};
+struct sincos_case {
+    int id;
+    size_t n;
+    const uint16_t *phases;
+    const int16_t *cos, *sin;
+};
+struct butterfly_case {
+    int id;
+    size_t n_pad;
+    unsigned n_stages;
+    const int16_t *v, *cos, *sin;
+    const uint16_t *phases;
+    const uint8_t *raw;
+    const int16_t *want;
+};
+struct expert_case {
+    int id;
+    size_t dim, ffn, n_pad_in, n_pad_out;
+    unsigned n_stages, P;
+    const uint16_t *ph_in, *ph_out;
+    const uint8_t *packed;
+    const int16_t *M;
+    const uint8_t *shift;
+    const int8_t *x;
+    const int16_t *want;
+};
+struct matvec8_case {
+    int id;
+    size_t rows, n;
+    const int8_t *x, *w;
+    const int32_t *want;
+};
+struct linear_case {
+    int id;
+    size_t rows, n;
+    const int8_t *x, *w;
+    const int32_t *bias;
+    const int16_t *M;
+    const uint8_t *shift;
+    int bits;
+    const int16_t *want;
+};
+struct layernorm_case {
+    int id;
+    size_t rows, d;
+    int bits;
+    const void *x;
+    const int32_t *G, *B;
+    int32_t shift;
+    int64_t E;
+    const int8_t *want;
+};
+struct softmax_case {
+    int id;
+    size_t rows, n;
+    const int32_t *L;
+    int32_t M, shift;
+    const uint16_t *want;
+};
+struct residual_add_case {
+    int id;
+    size_t n;
+    int bits;
+    const void *a, *b;
+    int32_t Ma, Mb, shift;
+    const int16_t *want;
+};
+struct topk_case {
+    int id;
+    size_t rows, n, k;
+    const int32_t *L;
+    const uint16_t *want;
+};
+struct attention_case {
+    int id;
+    size_t n, dim, heads;
+    int16_t sM;
+    uint8_t ss;
+    int16_t oM;
+    uint8_t os;
+    const int8_t *qkv, *want;
+};
+struct mean_pool_case {
+    int id;
+    size_t n, d;
+    int32_t M, shift;
+    int bits;
+    const int16_t *x, *want;
+};
+
 #include "vectors.h"
 
 static int fails;
+
+/* RAM buffers, shared by the cases (sizes from vectors.h: the largest case) */
+static int32_t acc[MAX_ACC];
+static int8_t out8[MAX_OUT8];
+static int16_t out16[MAX_OUT16];
+static uint16_t outu[MAX_OUTU];
+#ifndef BVIT_SMALL
+static int32_t tables[BVIT_LUT_ENTRIES];
+static int32_t rot_in[MAX_ROT_IN], rot_out[MAX_ROT_OUT];
+static int32_t work_in[MAX_WORK_IN], work_out[MAX_WORK_OUT];
+#endif
 
 static int32_t get(const void *p, size_t i, int type)
 {
@@ -30,187 +183,381 @@ static int32_t get(const void *p, size_t i, int type)
     }
 }
 
-static void check(const char *name, const void *got, const void *want, size_t n, int type)
+/* Compares n elements from element `at` of got with want[at..]; quiet on success. */
+static int same(const char *op, int id, const char *form, const void *got, const void *want,
+                size_t at, size_t n, int type)
+{
+    size_t i;
+    for (i = at; i < at + n; i++) {
+        int32_t g = get(got, i - at, type), w = get(want, i, type);
+        if (g != w) {
+            printf("%s %d %s FAIL %u %" PRId32 " %" PRId32 "\n", op, id, form, (unsigned)i, g, w);
+            fails++;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void ok(const char *op, int id, const char *form)
+{
+    if (form[0]) {
+        printf("%s %d %s ok\n", op, id, form);
+    } else {
+        printf("%s %d ok\n", op, id);
+    }
+}
+
+static void check(const char *op, int id, const char *form, const void *got, const void *want,
+                  size_t n, int type)
+{
+    if (same(op, id, form, got, want, 0, n, type)) {
+        ok(op, id, form);
+    }
+}
+
+static void copy16(int16_t *dst, const int16_t *src, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++) {
-        int32_t g = get(got, i, type), w = get(want, i, type);
-        if (g != w) {
-            printf("%s FAIL %u %" PRId32 " %" PRId32 "\n", name, (unsigned)i, g, w);
-            fails++;
-            return;
-        }
+        dst[i] = src[i];
     }
-    printf("%s ok\n", name);
 }
 
-/* RAM buffers, shared by the cases */
-static int32_t acc[256];
-static int8_t out8[64 * 64];
-static int16_t out16[256];
-static uint16_t outu[64];
-#ifndef BVIT_SMALL
-static int32_t tables[BVIT_LUT_ENTRIES];
-static int32_t work_in[64], work_out[256];
-static int32_t rot_in[4 * 64], rot_out[4 * 256];
-static int32_t scores[49];
-static uint16_t probs[49];
-static int8_t att_out[49 * 64];
-#endif
+/* ---------------------------------------------------------------- §1-2, §10, mixture */
 
-static void ternary_case(const char *name, const uint8_t *packed, size_t n, const int8_t *x8,
-                         const int16_t *x16, const int32_t *w8, const int32_t *w16)
+/* int8 results widened in place to int16 (from the end: no value is overwritten unread) */
+static void widen8(int16_t *v, size_t n)
 {
-    char buf[40];
-    bvit_ternary_matvec_i8(packed, TM_ROWS, n, x8, acc);
-    snprintf(buf, sizeof buf, "%s_plain_i8", name);
-    check(buf, acc, w8, TM_ROWS, 'i');
-    bvit_ternary_matvec_i16(packed, TM_ROWS, n, x16, acc);
-    snprintf(buf, sizeof buf, "%s_plain_i16", name);
-    check(buf, acc, w16, TM_ROWS, 'i');
+    while (n-- > 0) {
+        v[n] = ((const int8_t *)v)[n];
+    }
+}
+
+static void run_requant(void)
+{
+    size_t c, i;
+    for (c = 0; c < REQUANT_CASES; c++) {
+        const struct requant_case *k = &requant_cases[c];
+        int32_t lo = k->bits == 8 ? -128 : -32768, hi = k->bits == 8 ? 127 : 32767;
+        for (i = 0; i < k->n; i++) {
+            acc[0] = bvit_mul_shift_sat(k->acc[i], k->M[i], k->shift[i], lo, hi);
+            if (!same("requant", k->id, "", acc, k->want, i, 1, 'i')) {
+                break;
+            }
+        }
+        if (i == k->n) {
+            ok("requant", k->id, "");
+        }
+    }
+}
+
+static void run_relu(void)
+{
+    size_t c;
+    for (c = 0; c < RELU_CASES; c++) {
+        const struct relu_case *k = &relu_cases[c];
+        copy16(out16, k->v, k->n);
+        bvit_relu_i16(out16, k->n);
+        check("relu", k->id, "", out16, k->want, k->n, 'h');
+    }
+}
+
+static void run_mix(void)
+{
+    size_t c;
+    for (c = 0; c < MIX_CASES; c++) {
+        const struct mix_case *k = &mix_cases[c];
+        bvit_mix(k->h, k->k, k->f, k->g, out16);
+        check("mix", k->id, "", out16, k->want, k->f, 'h');
+    }
+}
+
+/* ---------------------------------------------------------------- §4-5 */
+
+static void run_ternary_matvec(void)
+{
+    size_t c;
+    for (c = 0; c < TERNARY_MATVEC_CASES; c++) {
+        const struct ternary_matvec_case *k = &ternary_matvec_cases[c];
+        if (k->bits == 8) {
+            bvit_ternary_matvec_i8(k->packed, k->rows, k->n, (const int8_t *)k->x, acc);
+        } else {
+            bvit_ternary_matvec_i16(k->packed, k->rows, k->n, (const int16_t *)k->x, acc);
+        }
+        check("ternary_matvec", k->id, "plain", acc, k->want, k->rows, 'i');
 #ifndef BVIT_SMALL
-    bvit_ternary_matvec_lut_i8(packed, TM_ROWS, n, x8, acc, tables);
-    snprintf(buf, sizeof buf, "%s_lut_i8", name);
-    check(buf, acc, w8, TM_ROWS, 'i');
-    bvit_ternary_matvec_lut_i16(packed, TM_ROWS, n, x16, acc, tables);
-    snprintf(buf, sizeof buf, "%s_lut_i16", name);
-    check(buf, acc, w16, TM_ROWS, 'i');
+        if (k->bits == 8) {
+            bvit_ternary_matvec_lut_i8(k->packed, k->rows, k->n, (const int8_t *)k->x, acc,
+                                       tables);
+        } else {
+            bvit_ternary_matvec_lut_i16(k->packed, k->rows, k->n, (const int16_t *)k->x, acc,
+                                        tables);
+        }
+        check("ternary_matvec", k->id, "lut", acc, k->want, k->rows, 'i');
 #endif
+        if (bvit_unpack_trits(k->packed, k->rows, k->n, out8) != -1) {
+            printf("ternary_matvec %d unpack FAIL refused\n", k->id);
+            fails++;
+        } else {
+            check("ternary_matvec", k->id, "unpack", out8, k->trits, k->rows * k->n, 'b');
+        }
+    }
+    /* a valid matrix, and the first invalid byte of a corrupted copy (8 rows x 13 trits) */
+    printf("check_trits %ld %ld\n", bvit_check_trits(good_packed, 8, 13),
+           bvit_check_trits(bad_packed, 8, 13));
+}
+
+static void run_ternary_linear(void)
+{
+    size_t c;
+    for (c = 0; c < TERNARY_LINEAR_CASES; c++) {
+        const struct ternary_linear_case *k = &ternary_linear_cases[c];
+        bvit_ternary_linear(k->packed, k->rows, k->n, k->x, 16, k->bias, k->M, k->shift,
+                            k->per_row, out16, k->bits, NULL, NULL);
+        if (k->bits == 8) {
+            widen8(out16, k->rows);
+        }
+        check("ternary_linear", k->id, "plain", out16, k->want, k->rows, 'h');
+#ifndef BVIT_SMALL
+        bvit_ternary_linear(k->packed, k->rows, k->n, k->x, 16, k->bias, k->M, k->shift,
+                            k->per_row, out16, k->bits, tables, acc);
+        if (k->bits == 8) {
+            widen8(out16, k->rows);
+        }
+        check("ternary_linear", k->id, "lut", out16, k->want, k->rows, 'h');
+#endif
+    }
+}
+
+static void run_ternary_stream(void)
+{
+    size_t c;
+    for (c = 0; c < TERNARY_STREAM_CASES; c++) {
+        const struct ternary_stream_case *k = &ternary_stream_cases[c];
+        size_t nb = bvit_packed_row_bytes(k->n);
+        bvit_ternary_stream_i16(k->packed, k->t0, k->rows, k->n, k->x, acc);
+        check("ternary_stream", k->id, "stream", acc, k->want, k->rows, 'i');
+        bvit_stream_to_rows(k->packed, k->t0, k->rows, k->n, (uint8_t *)out8);
+        {
+            size_t i;
+            for (i = 0; i < k->rows * nb; i++) {
+                if ((uint8_t)out8[i] != k->rows_packed[i]) {
+                    printf("ternary_stream %d to_rows FAIL %u %d %d\n", k->id, (unsigned)i,
+                           (uint8_t)out8[i], k->rows_packed[i]);
+                    fails++;
+                    break;
+                }
+            }
+            if (i == k->rows * nb) {
+                ok("ternary_stream", k->id, "to_rows");
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- §6, §15 */
+
+static void run_sincos(void)
+{
+    size_t c, i;
+    for (c = 0; c < SINCOS_CASES; c++) {
+        const struct sincos_case *k = &sincos_cases[c];
+        for (i = 0; i < k->n; i++) {
+            int16_t co, si;
+            bvit_sincos_q14(k->phases[i], &co, &si);
+            if (co != k->cos[i] || si != k->sin[i]) {
+                printf("sincos %d FAIL %u %d %d\n", k->id, (unsigned)i, co, si);
+                fails++;
+                break;
+            }
+        }
+        if (i == k->n) {
+            ok("sincos", k->id, "");
+        }
+    }
+}
+
+static void run_butterfly(void)
+{
+    size_t c;
+    for (c = 0; c < BUTTERFLY_CASES; c++) {
+        const struct butterfly_case *k = &butterfly_cases[c];
+        copy16(out16, k->v, k->n_pad);
+        bvit_butterfly(out16, k->n_pad, k->n_stages, k->cos, k->sin);
+        check("butterfly", k->id, "tables", out16, k->want, k->n_pad, 'h');
+        copy16(out16, k->v, k->n_pad);
+        bvit_butterfly_phase(out16, k->n_pad, k->n_stages, k->phases);
+        check("butterfly", k->id, "phase", out16, k->want, k->n_pad, 'h');
+        copy16(out16, k->v, k->n_pad);
+        bvit_butterfly_phase_raw(out16, k->n_pad, k->n_stages, k->raw + 1);   /* odd address */
+        check("butterfly", k->id, "raw", out16, k->want, k->n_pad, 'h');
+    }
+}
+
+static void run_expert(void)
+{
+#ifndef BVIT_SMALL
+    size_t c;
+    for (c = 0; c < EXPERT_CASES; c++) {
+        const struct expert_case *k = &expert_cases[c];
+        bvit_expert_t e;
+        bvit_rot_expand(k->ph_in, k->n_stages * k->n_pad_in / 2, rot_in);
+        bvit_rot_expand(k->ph_out, k->n_stages * k->n_pad_out / 2, rot_out);
+        e.dim = k->dim;
+        e.ffn = k->ffn;
+        e.n_pad_in = k->n_pad_in;
+        e.n_pad_out = k->n_pad_out;
+        e.n_stages = k->n_stages;
+        e.P = k->P;
+        e.phi_rot = rot_in;
+        e.theta_rot = rot_out;
+        e.packed = k->packed;
+        e.M = k->M;
+        e.shift = k->shift;
+        e.per_row = 1;
+        bvit_expert_forward(&e, k->x, out16, work_in, work_out, tables);
+        check("expert", k->id, "", out16, k->want, k->ffn, 'h');
+    }
+#endif
+}
+
+/* ---------------------------------------------------------------- §7-9, §11-13 */
+
+static void run_matvec8(void)
+{
+    size_t c;
+    for (c = 0; c < MATVEC8_CASES; c++) {
+        const struct matvec8_case *k = &matvec8_cases[c];
+        bvit_linear_acc(k->x, k->n, k->w, k->rows, NULL, acc);
+        check("matvec8", k->id, "", acc, k->want, k->rows, 'i');
+    }
+}
+
+static void run_linear(void)
+{
+    size_t c;
+    for (c = 0; c < LINEAR_CASES; c++) {
+        const struct linear_case *k = &linear_cases[c];
+        bvit_linear(k->x, k->n, k->w, k->rows, k->bias, k->M, k->shift, 1, out16, k->bits);
+        if (k->bits == 8) {
+            widen8(out16, k->rows);
+        }
+        check("linear", k->id, "", out16, k->want, k->rows, 'h');
+    }
+}
+
+static void run_layernorm(void)
+{
+    size_t c, t;
+    for (c = 0; c < LAYERNORM_CASES; c++) {
+        const struct layernorm_case *k = &layernorm_cases[c];
+        size_t esz = k->bits == 8 ? 1 : 2;
+        for (t = 0; t < k->rows; t++) {
+            bvit_layernorm((const char *)k->x + t * k->d * esz, k->bits, k->d, k->G, k->B,
+                           k->shift, k->E, out8);
+            if (!same("layernorm", k->id, "", out8, k->want, t * k->d, k->d, 'b')) {
+                break;
+            }
+        }
+        if (t == k->rows) {
+            ok("layernorm", k->id, "");
+        }
+    }
+}
+
+static void run_softmax(void)
+{
+    size_t c, r;
+    for (c = 0; c < SOFTMAX_CASES; c++) {
+        const struct softmax_case *k = &softmax_cases[c];
+        for (r = 0; r < k->rows; r++) {
+            bvit_softmax(k->L + r * k->n, k->n, k->M, k->shift, outu);
+            if (!same("softmax", k->id, "", outu, k->want, r * k->n, k->n, 'H')) {
+                break;
+            }
+        }
+        if (r == k->rows) {
+            ok("softmax", k->id, "");
+        }
+    }
+}
+
+static void run_residual_add(void)
+{
+    size_t c;
+    for (c = 0; c < RESIDUAL_ADD_CASES; c++) {
+        const struct residual_add_case *k = &residual_add_cases[c];
+        bvit_residual_add(k->a, k->b, k->bits, k->n, k->Ma, k->Mb, k->shift, out16, k->bits);
+        if (k->bits == 8) {
+            widen8(out16, k->n);
+        }
+        check("residual_add", k->id, "", out16, k->want, k->n, 'h');
+    }
+}
+
+static void run_topk(void)
+{
+    size_t c, r;
+    for (c = 0; c < TOPK_CASES; c++) {
+        const struct topk_case *k = &topk_cases[c];
+        for (r = 0; r < k->rows; r++) {
+            bvit_topk(k->L + r * k->n, k->n, k->k, outu);
+            if (!same("topk", k->id, "", outu, k->want, r * k->k, k->k, 'H')) {
+                break;
+            }
+        }
+        if (r == k->rows) {
+            ok("topk", k->id, "");
+        }
+    }
+}
+
+static void run_attention(void)
+{
+#ifndef BVIT_SMALL
+    size_t c;
+    for (c = 0; c < ATTENTION_CASES; c++) {
+        const struct attention_case *k = &attention_cases[c];
+        bvit_attention(k->qkv, k->n, k->dim, k->heads, &k->sM, &k->ss, &k->oM, &k->os, 0, out8,
+                       acc, outu);
+        check("attention", k->id, "", out8, k->want, k->n * k->dim, 'b');
+    }
+#endif
+}
+
+static void run_mean_pool(void)
+{
+    size_t c;
+    for (c = 0; c < MEAN_POOL_CASES; c++) {
+        const struct mean_pool_case *k = &mean_pool_cases[c];
+        bvit_mean_pool(k->x, 16, k->n, k->d, k->M, k->shift, out16, k->bits);
+        if (k->bits == 8) {
+            widen8(out16, k->d);
+        }
+        check("mean_pool", k->id, "", out16, k->want, k->d, 'h');
+    }
 }
 
 int main(void)
 {
-    size_t i;
-
-    /* §4 trits */
-    if (bvit_unpack_trits(up_packed, UP_ROWS, UP_N, out8) != -1) {
-        fails++;
-    }
-    check("unpack", out8, up_want, UP_ROWS * UP_N, 'b');
-    printf("check_trits %ld %ld\n", bvit_check_trits(up_packed, UP_ROWS, UP_N),
-           bvit_check_trits(up_bad, UP_ROWS, UP_N));
-
-    /* §5 ternary */
-    ternary_case("tm13", tm13_packed, 13, tm13_x8, tm13_x16, tm13_w8, tm13_w16);
-    ternary_case("tm64", tm64_packed, 64, tm64_x8, tm64_x16, tm64_w8, tm64_w16);
-    ternary_case("tm66", tm66_packed, 66, tm66_x8, tm66_x16, tm66_w8, tm66_w16);
-    bvit_ternary_linear(tl_packed, TL_ROWS, TL_N, tl_x, 16, tl_bias, tl_m, tl_s, 1, out16, 16,
-                        NULL, NULL);
-    check("ternary_linear_plain", out16, tl_want, TL_ROWS, 'h');
-#ifndef BVIT_SMALL
-    bvit_ternary_linear(tl_packed, TL_ROWS, TL_N, tl_x, 16, tl_bias, tl_m, tl_s, 1, out16, 16,
-                        tables, acc);
-    check("ternary_linear_lut", out16, tl_want, TL_ROWS, 'h');
-#endif
-
-    /* trit streams (docs/integer-model.md) */
-    bvit_ternary_stream_i16(st_packed, 3, 9, 64, st_x, acc);
-    check("ternary_stream", acc, st_want, 9, 'i');
-    bvit_stream_to_rows(st_packed, 3, 9, 64, (uint8_t *)out8);
-    check("stream_to_rows", out8, st_rows, 9 * 13, 'b');
-
-    /* §1-2 requantisation */
-    for (i = 0; i < RQ_ACC_LEN; i++) {
-        acc[i % 256] = bvit_mul_shift_sat(rq_acc[i], rq_m[i], rq_s[i], -128, 127) - rq_w8[i];
-        acc[i % 256] |= bvit_mul_shift_sat(rq_acc[i], rq_m[i], rq_s[i], -32768, 32767) - rq_w16[i];
-        if (acc[i % 256]) {
-            printf("requant FAIL %u\n", (unsigned)i);
-            fails++;
-            break;
-        }
-    }
-    if (i == RQ_ACC_LEN) {
-        printf("requant ok\n");
-    }
-
-    /* §6 sincos and the butterfly */
-    for (i = 0; i < SC_PH_LEN; i++) {
-        int16_t c, s;
-        bvit_sincos_q14(sc_ph[i], &c, &s);
-        if (c != sc_cos[i] || s != sc_sin[i]) {
-            printf("sincos FAIL %u\n", (unsigned)i);
-            fails++;
-            break;
-        }
-    }
-    if (i == SC_PH_LEN) {
-        printf("sincos ok\n");
-    }
-    for (i = 0; i < 256; i++) {
-        out16[i] = bf_x[i];
-    }
-    bvit_butterfly(out16, 256, 4, bf_cos, bf_sin);
-    check("butterfly", out16, bf_want, 256, 'h');
-    for (i = 0; i < 256; i++) {
-        out16[i] = bf_x[i];
-    }
-    bvit_butterfly_phase(out16, 256, 4, bf_ph);
-    check("butterfly_phase", out16, bf_want, 256, 'h');
-    for (i = 0; i < 256; i++) {
-        out16[i] = bf_x[i];
-    }
-    bvit_butterfly_phase_raw(out16, 256, 4, bf_raw + 1);
-    check("butterfly_phase_raw", out16, bf_want, 256, 'h');
-
-#ifndef BVIT_SMALL
-    /* §15 one expert, the shipped shape */
-    {
-        bvit_expert_t e;
-        bvit_rot_expand(ex_phin, 4 * 32, rot_in);
-        bvit_rot_expand(ex_phout, 4 * 128, rot_out);
-        e.dim = 64;
-        e.ffn = 256;
-        e.n_pad_in = 64;
-        e.n_pad_out = 256;
-        e.n_stages = 4;
-        e.P = 5;
-        e.phi_rot = rot_in;
-        e.theta_rot = rot_out;
-        e.packed = ex_packed;
-        e.M = ex_m;
-        e.shift = ex_s;
-        e.per_row = 1;
-        bvit_expert_forward(&e, ex_x, out16, work_in, work_out, tables);
-        check("expert", out16, ex_want, 256, 'h');
-    }
-#endif
-
-    /* §7 linear */
-    bvit_linear(li_x, 64, li_w, 64, li_bias, li_m, li_s, 1, out8, 8);
-    check("linear", out8, li_want, 64, 'b');
-    bvit_linear_acc(li_x, 64, li_w, 64, NULL, acc);
-    check("linear_acc", acc, li_acc, 64, 'i');
-    bvit_linear(li_x + 1, 63, li_w, 64, NULL, li_m, li_s, 1, out16, 16);
-    check("linear_odd", out16, li_odd, 64, 'h');
-
-    /* §8 LayerNorm */
-    bvit_layernorm(ln_x, 16, 64, ln_g, ln_b, LN_SHIFT, ln_e[0], out8);
-    check("layernorm_i16", out8, ln_want, 64, 'b');
-    bvit_layernorm(ln_x8, 8, 64, ln_g, ln_b, LN_SHIFT, ln_e[0], out8);
-    check("layernorm_i8", out8, ln_want8, 64, 'b');
-
-    /* §9 softmax, §12 attention */
-    bvit_softmax(sm_l, SM_L_LEN, SM_M, SM_S, outu);
-    check("softmax", outu, sm_want, SM_L_LEN, 'H');
-#ifndef BVIT_SMALL
-    {
-        int16_t sm = AT_SM, om = AT_OM;
-        uint8_t ss = AT_SS, os = AT_OS;
-        bvit_attention(at_qkv, 49, 64, 4, &sm, &ss, &om, &os, 0, att_out, scores, probs);
-        check("attention", att_out, at_want, 49 * 64, 'b');
-    }
-#endif
-
-    /* §10, §11.1, §13, §15 mixture */
-    bvit_residual_add(ra_a, ra_b, 16, 64, RA_MA, RA_MB, RA_SH, out16, 16);
-    check("residual_add", out16, ra_want, 64, 'h');
-    bvit_mean_pool(po_x, 16, 49, 64, PO_M, PO_SH, out16, 16);
-    check("mean_pool", out16, po_want, 64, 'h');
-    bvit_mix(mx_h, 2, 256, mx_g, out16);
-    check("mix", out16, mx_want, 256, 'h');
-    bvit_topk(tk_l, 64, 2, outu);
-    check("topk", outu, tk_want, 2, 'H');
-
+    run_requant();
+    run_relu();
+    run_mix();
+    run_ternary_matvec();
+    run_ternary_linear();
+    run_ternary_stream();
+    run_sincos();
+    run_butterfly();
+    run_expert();
+    run_matvec8();
+    run_linear();
+    run_layernorm();
+    run_softmax();
+    run_residual_add();
+    run_topk();
+    run_attention();
+    run_mean_pool();
     printf("failures %d\n", fails);
     return fails;
 }
