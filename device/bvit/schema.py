@@ -70,13 +70,13 @@ in_shift  1            24               input shift (spec §14.4)
 """
 
 
-def rule(name):
+def rules():
+    """{name: rule} of RULES."""
+    out = {}
     for r in _rows(RULES):
-        if r[0] == name:
-            if len(r) > 3 and r[3].isdigit():     # a third column: 0 is allowed too
-                return int(r[1]), int(r[2]), True
-            return int(r[1]), int(r[2])
-    return None
+        out[r[0]] = (int(r[1]), int(r[2]), True) if len(r) > 3 and r[3].isdigit() else \
+            (int(r[1]), int(r[2]))                  # (a third column: 0 is allowed too)
+    return out
 
 
 def outside(v, r):
@@ -244,11 +244,12 @@ def sections(c):
                     (c["in_channels"], d, c["patch_dim"], c["tokens"], c["num_classes"], 3 * d,
                      c["num_experts"], c["butterfly_stages"], pad(d) // 2, pad(f) // 2, 1, f * d,
                      f)))                          # the shape symbols of the tables
+    rs = rules()
     slot = 0
     for i in range(-1, c["depth"]):                # -1: the global sections
         for r in _rows(GLOBAL if i < 0 else BLOCK):
             yield (slot, r[0] if i < 0 else "blocks.%d.%s" % (i, r[0]), r[1],
-                   tuple(v[s] for s in r[2].split(",")), rule(r[3]))
+                   tuple(v[s] for s in r[2].split(",")), rs.get(r[3]))
             slot += 1
 
 
@@ -326,6 +327,7 @@ norm.eps               -    ln_eps
 
 
 def _params(v, what, text, P, out):
+    rs = rules()
     for name, place, r in [r[:3] for r in _rows(text)]:
         node = v
         keys = name.split(".")
@@ -351,7 +353,7 @@ def _params(v, what, text, P, out):
                       % (at, P, _what(node)))
             out.append(P)
         else:
-            out.append(_int(node, rule(r), at))
+            out.append(_int(node, rs[r], at))
 
 
 def quant(meta, c):
@@ -416,24 +418,24 @@ Q_POM pool.M  Q_POS pool.shift  Q_NS norm.shift  Q_NE norm.eps
 
 
 def board_slots():
-    """[(name, number)]: bvit.model's slot and parameter-index constants, bound by name.
-    BOARD pairs each constant with its section (GLOBAL, BLOCK) or parameter (QUANT_BLOCK,
-    QUANT_TOP); Q_GATES holds (M, shift) of the gates per count 1, 3, 4, 5."""
-    tables = [names(GLOBAL), names(BLOCK), names(QUANT_BLOCK), names(QUANT_TOP)]
-    w = BOARD.split()
-    out = []
-    for i in range(0, len(w), 2):
-        for t in tables:
-            if w[i + 1] in t:
-                out.append((w[i], t.index(w[i + 1])))
-                break
+    """(name, number) of bvit.model's slot and parameter-index constants, bound by name
+    (a generator: no list of them in RAM). BOARD pairs each constant with its section
+    (GLOBAL, BLOCK) or parameter (QUANT_BLOCK, QUANT_TOP); Q_GATES holds the (M, shift)
+    indices of the gate parameters per count 1, 3, 4, 5."""
+    tables = (names(GLOBAL), names(BLOCK), names(QUANT_BLOCK), names(QUANT_TOP))
+    for line in BOARD.split("\n"):              # a line at a time: small lists only
+        w = line.split()
+        for i in range(0, len(w), 2):
+            for t in tables:
+                if w[i + 1] in t:
+                    yield w[i], t.index(w[i + 1])
+                    break
     q = tables[2]
-    out.append(("Q_GATES", tuple((q.index("ffn.gates.%s.M" % n), q.index("ffn.gates.%s.shift" % n))
-                                 for n in ("1", "3", "4", "5"))))
-    out.append(("NGLOBAL", len(tables[0])))
-    out.append(("NBLOCK", len(tables[1])))
-    out.append(("QB", len(q)))
-    return out
+    yield "Q_GATES", tuple((q.index("ffn.gates.%s.M" % n), q.index("ffn.gates.%s.shift" % n))
+                           for n in "1345")
+    yield "NGLOBAL", len(tables[0])
+    yield "NBLOCK", len(tables[1])
+    yield "QB", len(q)
 
 
 # ------------------------------------------------------------------ RAM on the board
