@@ -16,7 +16,6 @@ from array import array
 from . import modelfile as MF
 
 
-
 class Loaded:
     pass
 

@@ -6,11 +6,12 @@
 #     logits = net.classify_frame(frame)         # a bvit.frames frame: GRAYSCALE / RGB565
 #     net.top(logits, 3)                         # [(class index, logit), ...]
 #
-# Opening (bvit.loader, unloaded afterwards with bvit.modelfile) checks the file and keeps
-# the section offsets and scalar parameters. RAM then holds the activation buffers,
-# allocated once (ram_needed() sizes them first: a board without the room gets a
-# MemoryError saying how much is needed), and one buffer for weights read from a file in
-# slices of at most `weight_buffer` bytes; a model given as bytes is read in place.
+# Opening (bvit.loader, unloaded afterwards with bvit.modelfile and bvit.schema) checks the
+# file by the schema's rules and keeps the section offsets and scalar parameters. RAM then
+# holds the activation buffers, allocated once (bvit.schema.ram_needed sizes them first:
+# a board without the room gets a MemoryError saying how much is needed), and one buffer
+# for weights read from a file in slices of at most `weight_buffer` bytes; a model given
+# as bytes is read in place.
 # Nothing is allocated per image apart from a few small objects.
 #
 # Every step calls the op intmodel.py calls (bvit.nn / frames and the hot loops of the

@@ -430,6 +430,8 @@ def board_slots():
                 if w[i + 1] in t:
                     yield w[i], t.index(w[i + 1])
                     break
+            else:                               # (a name the tables do not have: a bug)
+                raise KeyError(w[i + 1])
     q = tables[2]
     yield "Q_GATES", tuple((q.index("ffn.gates.%s.M" % n), q.index("ffn.gates.%s.shift" % n))
                            for n in "1345")
