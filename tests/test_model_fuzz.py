@@ -299,3 +299,83 @@ def test_hostile_configs_are_refused_before_any_loop():
         else:
             with pytest.raises(schema.ModelError, match="logit_scale"):
                 schema.check_metadata(meta)
+
+
+def test_board_tables_refuse_what_the_board_refuses(tmp_path):
+    """`butterflyvit boards --model`: a configuration the board refuses (depth 2**31) is a
+    ModelFormatError with the schema's message, not a figure computed from it."""
+    from butterflyvit.boards import model_needs
+
+    m = decode_model(tiny_bytes("plain"))
+    meta = copy.deepcopy(m.metadata)
+    meta["config"]["depth"] = 2 ** 31
+    p = tmp_path / "hostile.bvit"
+    p.write_bytes(encode_model(m.arrays(), meta))
+    with pytest.raises(ModelFormatError, match=r"config 'depth' has the wrong type or value "
+                                               r"\(an integer in 1..64\), got 2147483648"):
+        model_needs(p)
+    p.write_bytes(tiny_bytes("plain"))
+    assert model_needs(p)["buffers"] > 0
+
+
+# ------------------------------------------------------------------ the metadata's JSON
+
+JSON_TEXTS = [
+    '{}', '{"a":[1,2,{"b":null}],"c":-0.5e-3,"d":"x\\u0041\\n","e":[],"f":{}}', ' { "a" : 1 }\n',
+    '{"k":"caf\u00e9 \\u00e9","n":-0,"big":123456789012345678901234567890,"e":1E5}',
+    '{"a":1,}', '{"a":[1,]}', '{"a" 1}', '{"a":[1 2]}', '{"a":[01]}', '{"a":1,"a":2}',
+    '{"a":{"b":1,"b":2},"a":3}', '{"a":NaN}', '{"a":-Infinity}', '{"a":Infinity}', '{"a":1e400}',
+    '{"a":-1E400}', '{"a":"\x01"}', '{"a":"\\x"}', '{"a":"\\u12"}', '{1:2}', '{"a":tru}',
+    '{"a":1}x', '', '{"a":1.}', '{"a":.5}', '{"a":-}', '{"a":1e}', '{"a":}', '{,}', '[1]',
+    '"s"', '{"a":[[],{}],"b":[true,false,null],"c":"a\\"b"}', '{"a":1}{"b":2}', '{"a":"x',
+]
+
+
+def bare_container(meta: bytes) -> bytes:
+    """A model file holding only `meta` as its metadata (no sections), CRC included."""
+    out = bytearray(struct.pack("<4sHHIIIIHHII", b"BVIT", 1, 64, 64 + len(meta), 0, 64, 0, 80,
+                                0, 64, len(meta)) + bytes(28) + meta)
+    struct.pack_into("<I", out, 12, zlib.crc32(bytes(out[16:])))
+    return bytes(out)
+
+
+READ_META = r"""
+import sys, json
+from bvit.loader import load
+for line in open(sys.argv[1]):
+    try:
+        load(line.strip()).file.close()
+        print(json.dumps(["OK"]))
+    except ValueError as e:
+        print(json.dumps(["ERR", type(e).__name__, e.args[0]]))
+"""
+
+
+def test_metadata_json_is_as_strict_on_the_board(micropython, tmp_path):
+    """The board's loader refuses the metadata JSON the host refuses (syntax, duplicate
+    keys, non-finite numbers) with the host's message (for syntax errors its first words:
+    the host adds the parser's detail); the rest it reads on (and refuses as files that
+    are not integer models, as the host does)."""
+    paths = []
+    for i, text in enumerate(JSON_TEXTS):
+        p = tmp_path / f"j{i}.bvit"
+        p.write_bytes(bare_container(text.encode("utf-8")))
+        paths.append(str(p))
+    (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
+    (tmp_path / "read.py").write_text(READ_META)
+    res = micropython.run(tmp_path / "read.py", args=[tmp_path / "list.txt"], heapsize="256k").check()
+    board = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(board) == len(JSON_TEXTS)
+    refused = 0
+    for text, got in zip(JSON_TEXTS, board):
+        try:
+            IntModel(decode_model(bare_container(text.encode())))
+            want = ["OK"]
+        except ModelFormatError as exc:
+            want = ["ERR", "ModelFormatError", str(exc)]
+            refused += not want[2].startswith("not an integer ButterflyViT model")
+        if want[0] == "ERR" and want[2].startswith("metadata is not valid JSON"):
+            assert got == ["ERR", "ModelFormatError", "metadata is not valid JSON"], (text, got)
+        else:
+            assert got == want, (text, got, want)
+    assert refused >= 25

@@ -1,6 +1,6 @@
 # Opening a model file on the board: the container's checks (bvit.modelfile: magic,
-# version, sizes, CRC-32, section table, and the bytes of every trit5 section as the host
-# reader checks them), then the integer model's, by the rules of bvit.schema that the host
+# version, sizes, CRC-32, section table; here, as the host reader does, the metadata's
+# JSON syntax strictly and the bytes of every trit5 section), then the integer model's, by the rules of bvit.schema that the host
 # applies too: metadata format and version, configuration, quantisation parameters, every
 # section with the dtype and shape the configuration implies, and every value in range.
 # Keeps what the forward needs: section offsets (one array), the scalar parameters, the
@@ -18,6 +18,130 @@ from . import modelfile as MF
 
 class Loaded:
     pass
+
+
+def _bad_json():
+    raise MF.ModelFormatError("metadata is not valid JSON")
+
+
+def strict_json(t):
+    """Refuse the metadata bytes t where the host's strict JSON reader does (checks 20-21:
+    the syntax, duplicate keys, non-finite numbers), in the host's order: MicroPython's
+    json is more lenient (missing or trailing commas, duplicate keys, 1e400 as inf). One
+    pass over the bytes (indexing a str is slow on MicroPython) with a stack: per open
+    container None (an array) or the keys of an object."""
+    n = len(t)
+    stack = []
+    state = 0               # 0 a value, 1 after a value, 2 a key, 3 a colon
+    empty = False           # just after { or [
+    i = 0
+    while True:
+        while i < n and t[i] in b" \t\n\r":
+            i += 1
+        if i == n:
+            if state != 1 or stack:
+                _bad_json()
+            return
+        c = t[i]
+        if state == 1:
+            if not stack:
+                _bad_json()                         # data after the value
+            top = stack[-1]
+            if c == 44:                             # ,
+                state, empty = (0 if top is None else 2), False
+            elif c == (93 if top is None else 125):     # ] or }
+                stack.pop()
+                for k in range(1, len(top or ())):  # an object's keys, in order
+                    if top[k] in top[:k]:
+                        raise MF.ModelFormatError("metadata has a duplicate key %r" % (top[k],))
+            else:
+                _bad_json()
+            i += 1
+            continue
+        if state == 3:
+            if c != 58:                             # :
+                _bad_json()
+            state = 0
+            i += 1
+            continue
+        if empty and (c == 93 and state == 0 and stack[-1] is None or
+                      c == 125 and state == 2 and stack[-1] is not None):
+            stack.pop()                             # [] or {}
+            state = 1
+            i += 1
+            continue
+        if c == 34:                                 # a string: a value or a key
+            j = i + 1
+            while True:
+                if j >= n or t[j] < 32:
+                    _bad_json()
+                if t[j] == 34:
+                    break
+                if t[j] == 92:                      # \
+                    j += 1
+                    if j >= n or t[j] not in b'"\\/bfnrtu':
+                        _bad_json()
+                    if t[j] == 117:                 # \uXXXX
+                        if j + 5 > n:
+                            _bad_json()
+                        for h in t[j + 1:j + 5]:
+                            if h not in b"0123456789abcdefABCDEF":
+                                _bad_json()
+                        j += 4
+                j += 1
+            if state == 2:
+                import json
+                stack[-1].append(json.loads(str(t[i:j + 1], "utf-8")))
+                state = 3
+            else:
+                state = 1
+            i = j + 1
+            continue
+        if state == 2:
+            _bad_json()
+        if c == 123 or c == 91:                     # { or [
+            stack.append(None if c == 91 else [])
+            state, empty = (0 if c == 91 else 2), True
+            i += 1
+            continue
+        for w in (b"true", b"false", b"null", b"NaN", b"Infinity", b"-Infinity"):
+            if t[i:i + len(w)] == w:
+                if w[-1] == 121 or w == b"NaN":     # ...y: (-)Infinity
+                    raise MF.ModelFormatError("metadata contains a non-finite number (%s)"
+                                           % str(w, "ascii"))
+                i += len(w)
+                break
+        else:                                       # a number
+            j = i + (c == 45)                       # -
+            if j < n and t[j] == 48:                # 0
+                j += 1
+            elif j < n and 49 <= t[j] <= 57:
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            else:
+                _bad_json()
+            k = j
+            if j < n and t[j] == 46:                # .
+                j += 1
+                if not (j < n and 48 <= t[j] <= 57):
+                    _bad_json()
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            if j < n and t[j] in b"eE":
+                j += 1
+                if j < n and t[j] in b"+-":
+                    j += 1
+                if not (j < n and 48 <= t[j] <= 57):
+                    _bad_json()
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            if j > k:                               # a fraction or exponent: a float
+                v = float(str(t[i:j], "ascii"))
+                if v - v != 0:                      # inf (a board's float may overflow)
+                    raise MF.ModelFormatError("metadata contains a non-finite number (%s)"
+                                           % str(t[i:j], "ascii"))
+            i = j
+        state = 1
 
 
 def _check_trit5(m, buf):
@@ -50,8 +174,13 @@ def load(source, verify=True, weight_buffer=4096):
     """Open and check a model: a path (the file stays open, returned as .file) or a
     bytes-like object (.mem, read in place). Raises ModelFormatError (ValueError) for any
     file the host reader refuses, with the host's message."""
-    m = MF.Model(source, verify=verify)
+    m = MF.Model(source, verify=verify, metadata=False)
     try:
+        raw = bytearray(m.metadata_size)        # checks 20-21 as strictly as the host does,
+        m._read(m.metadata_offset, raw)         # then MicroPython's (lenient) json parses
+        strict_json(raw)
+        raw = None
+        m.metadata = m.read_metadata()
         buf = bytearray(256)
         _check_trit5(m, buf)
         # Only the metadata the checks read stays (reports' keys, e.g. the calibrated

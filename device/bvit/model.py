@@ -24,16 +24,11 @@ from array import array
 # (Classifier.__init__): their many small objects fill gaps that a buffer could not use.
 F = N = None
 
-# Section slots and scalar-parameter indices, bound by name in the schema (bvit.schema,
-# "the board's slots") when a model is opened: a section's offset is self._off[slot]; block
-# i's parameters are self._q[QB * i + Q_...], the model's last ones self._q[QB * depth +
-# Q_...]. (Bound as data: code at the top level of a module stays in a board's RAM.)
-INA = INB = INS = EMW = EMB = EMM = EMS = NG = NB = HDW = HDB = N1G = N1B = N2G = N2B = 0
-QKVW = QKVB = QKVM = QKVS = PRW = PRB = PRM = PRS = RTW = PHI = THETA = WIN = WINM = WINS = 0
-WOUT = WOB = WOM = WOS = NGLOBAL = NBLOCK = QB = Q_N1S = Q_N1E = Q_SCM = Q_SCS = Q_OUM = 0
-Q_OUS = Q_R1A = Q_R1B = Q_R1S = Q_N2S = Q_N2E = Q_P = Q_R2A = Q_R2B = Q_R2S = Q_POM = 0
-Q_POS = Q_NS = Q_NE = 0
-Q_GATES = ()
+# Section slots and scalar-parameter indices (INA, EMW, ..., QKVW, ..., Q_N1S, ..., QB):
+# module globals that Classifier binds by name when it opens a model, from bvit.schema's
+# BOARD table. A section's offset is self._off[slot]; block i's parameters are
+# self._q[QB * i + Q_...], the model's last ones self._q[QB * depth + Q_...]. (Bound as
+# data, not assigned here: code at the top level of a module stays in a board's RAM.)
 
 
 def _pad(n):
@@ -71,19 +66,20 @@ class Classifier:
         from . import loader
         try:
             r = loader.load(source, verify, weight_buffer)
-            g = globals()
-            for k, v in r.slots:
-                g[k] = v
-            g = None
         finally:
             loader = None
             _unload("bvit.loader")
             _unload("bvit.modelfile")
             _unload("bvit.schema")
+        gc.collect()
+        g = globals()                           # the slot numbers, by name (r.slots: the
+        for k, v in r.slots:                    # schema's generator, its last use)
+            g[k] = v
+        g = r.slots = None
         # Keep copies made after the loader's garbage is gone: the originals lie scattered
         # through the heap, and the buffers below need long free runs.
         gc.collect()
-        self.cfg = {k: v for k, v in r.cfg.items() if k != "ffn" and k != "router_noise"}
+        self.cfg = dict(r.cfg)
         self._off = array("I", r.off)
         self._q = list(r.quant)
         self.classes = ["%s" % x for x in r.classes]

@@ -3,7 +3,8 @@
 # configuration key with its limits, every section with its dtype, its shape as a function
 # of the configuration and the range of its values, and every scalar quantisation
 # parameter with its range. The configuration is checked before anything loops over it.
-# Also the board's slot numbers (bvit.model).
+# Also the board's slot numbers (bvit.model) and the RAM of its buffers (ram_needed, which
+# the host's board tables use too).
 #
 # Pure Python for MicroPython and CPython alike (no numpy): the board's loader (bvit.loader,
 # bvit.model) and the host (butterflyvit.intmodel, quantize, boards, which import it as
@@ -12,12 +13,11 @@
 # re-raises it as its ModelFormatError with the same text.
 #
 #     c, q, classes, logit_scale = check_metadata(meta)
-#     check_sections(c, info)       # info(slot, name) -> (dtype, shape) or None if absent
+#     check_sections(c, find)       # find(slot, name) -> (dtype, shape) or None if absent
 #     check_values(c, values)       # values(slot, name, dtype, count, rule) -> True if bad
 #
 # The tables are text (on a board one string object each, gone when this module is
-# unloaded; names in code would stay interned in its RAM). Columns are split on spaces;
-# what follows them on a line is a comment.
+# unloaded; names in code would stay interned in its RAM), columns split on spaces.
 
 FORMAT = "butterflyvit-integer"
 INT_VERSION = 1
@@ -51,22 +51,25 @@ def _what(v):
 
 
 def _rows(text):
-    return [line.split() for line in text.split("\n") if line and line[0] != " "]
+    return [line.split() for line in text.split("\n") if line]
 
 
 # ------------------------------------------------------------------ value ranges
-# A rule is (lo, hi) or (lo, hi, True): lo..hi, with True also 0.
+# A rule is (lo, hi) or (lo, hi, True): lo..hi, with True also 0 (a third column). mult:
+# multipliers M (spec §2), 0 or in [2^14, 2^15), which the board's small-int
+# requantisation (§2.3) assumes; shift: rounding shifts (§1); res_m: the residual
+# multipliers Ma, Mb (§10.2); bias: int32 biases, |b| < 2^30 (§7); ln_g, ln_shift, ln_eps:
+# LayerNorm G (|G| < 2^15), shift and eps term (§8.1); in_shift: the input shift (§14.4).
 
 RULES = """
-mult      16384        32767        0   multipliers M (spec §2): 0, or in [2^14, 2^15), which
-                                        the board's small-int requantisation (§2.3) assumes
-shift     1            62               rounding shifts (spec §1)
-res_m     0            32767            residual multipliers Ma, Mb (spec §10.2)
-bias      -1073741823  1073741823       int32 biases: |b| < 2^30 (spec §7)
-ln_g      -32767       32767            LayerNorm G: |G| < 2^15 (spec §8.1)
-ln_shift  1            30               LayerNorm shift (spec §8.1)
-ln_eps    0            1099511627775    LayerNorm eps term E < 2^40 (spec §8.1)
-in_shift  1            24               input shift (spec §14.4)
+mult     16384       32767         0
+shift    1           62
+res_m    0           32767
+bias     -1073741823 1073741823
+ln_g     -32767      32767
+ln_shift 1           30
+ln_eps   0           1099511627775
+in_shift 1           24
 """
 
 
@@ -104,23 +107,26 @@ def _int(v, r, what):
 # ------------------------------------------------------------------ configuration
 # Every key of the configuration (host: ModelConfig), in order; integers with their
 # limits: generous for a microcontroller but finite, they bound every loop over the
-# configuration and keep every accumulator of the spec inside int32.
+# configuration and keep every accumulator of the spec inside int32 (dim <= 1024: spec §8).
+# Also (config()): in_channels 1 or 3, (image_size / patch_size)^2 <= MAX_TOKENS, heads
+# divides dim, top_k <= num_experts, butterfly_stages <= log2 of the padded dim and
+# ffn_dim; ffn "butterfly", router_noise a number (training only), smooth_routing a boolean.
 
 CONFIG = """
-image_size        1  1024
-in_channels       1  3      and 1 or 3 (GRAYSCALE or RGB)
-patch_size        1  64     and (image_size / patch_size)^2 <= MAX_TOKENS
-num_classes       1  4096
-dim               2  1024   LayerNorm is specified for d <= 1024 (spec §8)
-depth             1  64
-heads             1  1024   and divides dim
-ffn_dim           2  8192
-ffn               -  -      "butterfly"
-num_experts       1  1024
-top_k             1  1024   and <= num_experts
-butterfly_stages  1  14     and at most log2 of the padded dim and ffn_dim
-router_noise      -  -      a number (training only)
-smooth_routing    -  -      true or false
+image_size       1 1024
+in_channels      1 3
+patch_size       1 64
+num_classes      1 4096
+dim              2 1024
+depth            1 64
+heads            1 1024
+ffn_dim          2 8192
+ffn              - -
+num_experts      1 1024
+top_k            1 1024
+butterfly_stages 1 14
+router_noise     - -
+smooth_routing   - -
 """
 MAX_TOKENS = 4096
 
@@ -191,45 +197,49 @@ def config(meta):
 
 
 # ------------------------------------------------------------------ sections
-# name, dtype, shape (the symbols of sections()), values (a RULES name; - any value of the dtype).
-# Slots: GLOBAL's row, then NGLOBAL + block * NBLOCK + BLOCK's row.
+# name, dtype, shape (the symbols of sections()), values (a RULES name; - any value of the
+# dtype). Slots: GLOBAL's row, then NGLOBAL + block * NBLOCK + BLOCK's row. input.a with
+# input.b: 255|A| + |B| < 2^30 (check_values); embed.bias: the patch-embedding bias plus the
+# position embedding, per token; BLOCK's names are prefixed blocks.<i>.; ffn.phi, ffn.theta:
+# uint16 phases as int16 bit patterns; ffn.w_in, ffn.w_out: the trit streams of the (f, d)
+# and (d, f) matrices.
 
 GLOBAL = """
-input.a            int32  C          -         with input.b: 255|A| + |B| < 2^30
-input.b            int32  C          -
-input.shift        int32  C          in_shift
-embed.weight       int8   d,pd       -
-embed.bias         int32  n,d        bias      patch-embedding bias plus position, per token
-embed.mult         int16  d          mult
-embed.shift        int8   d          shift
-norm.g             int16  d          ln_g
-norm.b             int32  d          bias
-head.weight        int8   nc,d       -
-head.bias          int32  nc         bias
+input.a      int32 C    -
+input.b      int32 C    -
+input.shift  int32 C    in_shift
+embed.weight int8  d,pd -
+embed.bias   int32 n,d  bias
+embed.mult   int16 d    mult
+embed.shift  int8  d    shift
+norm.g       int16 d    ln_g
+norm.b       int32 d    bias
+head.weight  int8  nc,d -
+head.bias    int32 nc   bias
 """
 BLOCK = """
-norm1.g            int16  d          ln_g      each name prefixed blocks.<i>.
-norm1.b            int32  d          bias
-attn.qkv.weight    int8   3d,d       -
-attn.qkv.bias      int32  3d         bias
-attn.qkv.mult      int16  3d         mult
-attn.qkv.shift     int8   3d         shift
-attn.proj.weight   int8   d,d        -
-attn.proj.bias     int32  d          bias
-attn.proj.mult     int16  d          mult
-attn.proj.shift    int8   d          shift
-norm2.g            int16  d          ln_g
-norm2.b            int32  d          bias
-ffn.router.weight  int8   E,d        -
-ffn.phi            int16  E,nl,dp/2  -         uint16 phases as int16 bit patterns
-ffn.theta          int16  E,nl,fp/2  -
-ffn.w_in           trit5  1,f*d      -         trit stream of the (f, d) matrix
-ffn.w_in.mult      int16  f          mult
-ffn.w_in.shift     int8   f          shift
-ffn.w_out          trit5  1,f*d      -         trit stream of the (d, f) matrix
-ffn.w_out.bias     int32  d          bias
-ffn.w_out.mult     int16  d          mult
-ffn.w_out.shift    int8   d          shift
+norm1.g           int16 d         ln_g
+norm1.b           int32 d         bias
+attn.qkv.weight   int8  3d,d      -
+attn.qkv.bias     int32 3d        bias
+attn.qkv.mult     int16 3d        mult
+attn.qkv.shift    int8  3d        shift
+attn.proj.weight  int8  d,d       -
+attn.proj.bias    int32 d         bias
+attn.proj.mult    int16 d         mult
+attn.proj.shift   int8  d         shift
+norm2.g           int16 d         ln_g
+norm2.b           int32 d         bias
+ffn.router.weight int8  E,d       -
+ffn.phi           int16 E,nl,dp/2 -
+ffn.theta         int16 E,nl,fp/2 -
+ffn.w_in          trit5 1,f*d     -
+ffn.w_in.mult     int16 f         mult
+ffn.w_in.shift    int8  f         shift
+ffn.w_out         trit5 1,f*d     -
+ffn.w_out.bias    int32 d         bias
+ffn.w_out.mult    int16 d         mult
+ffn.w_out.shift   int8  d         shift
 """
 
 
@@ -292,37 +302,40 @@ def check_values(c, values):
 # Each parameter by name: its place (the object keys of the name; i/n: item i of an array
 # of n), its values (a RULES name; P: the input shift of spec §6.4 for the model's stages).
 # quant() returns them as one flat list: QUANT_BLOCK for every block, then QUANT_TOP.
+# attn.score: the softmax multiplier (spec §9.1); attn.out: the requantisation of the
+# attention output (§12); *.residual (§10.2); ffn.gates.<n>: the gate softmax for sums of n
+# patches (§11.3); pool: mean pooling (§13).
 
 QUANT_BLOCK = """
-norm1.shift            -    ln_shift
-norm1.eps              -    ln_eps
-attn.score.M           0/2  mult       softmax multiplier (spec §9.1)
-attn.score.shift       1/2  shift
-attn.out.M             0/2  mult       requantisation of the attention output (spec §12)
-attn.out.shift         1/2  shift
-attn.residual.Ma       0/3  res_m      (spec §10.2)
-attn.residual.Mb       1/3  res_m
-attn.residual.shift    2/3  shift
-norm2.shift            -    ln_shift
-norm2.eps              -    ln_eps
-ffn.input_shift        -    P
-ffn.residual.Ma        0/3  res_m
-ffn.residual.Mb        1/3  res_m
-ffn.residual.shift     2/3  shift
-ffn.gates.1.M          0/2  mult       gate softmax per count of summed patches (spec §11.3)
-ffn.gates.1.shift      1/2  shift
-ffn.gates.3.M          0/2  mult
-ffn.gates.3.shift      1/2  shift
-ffn.gates.4.M          0/2  mult
-ffn.gates.4.shift      1/2  shift
-ffn.gates.5.M          0/2  mult
-ffn.gates.5.shift      1/2  shift
+norm1.shift         -   ln_shift
+norm1.eps           -   ln_eps
+attn.score.M        0/2 mult
+attn.score.shift    1/2 shift
+attn.out.M          0/2 mult
+attn.out.shift      1/2 shift
+attn.residual.Ma    0/3 res_m
+attn.residual.Mb    1/3 res_m
+attn.residual.shift 2/3 shift
+norm2.shift         -   ln_shift
+norm2.eps           -   ln_eps
+ffn.input_shift     -   P
+ffn.residual.Ma     0/3 res_m
+ffn.residual.Mb     1/3 res_m
+ffn.residual.shift  2/3 shift
+ffn.gates.1.M       0/2 mult
+ffn.gates.1.shift   1/2 shift
+ffn.gates.3.M       0/2 mult
+ffn.gates.3.shift   1/2 shift
+ffn.gates.4.M       0/2 mult
+ffn.gates.4.shift   1/2 shift
+ffn.gates.5.M       0/2 mult
+ffn.gates.5.shift   1/2 shift
 """
 QUANT_TOP = """
-pool.M                 0/2  mult       mean pooling (spec §13)
-pool.shift             1/2  shift
-norm.shift             -    ln_shift
-norm.eps               -    ln_eps
+pool.M     0/2 mult
+pool.shift 1/2 shift
+norm.shift -   ln_shift
+norm.eps   -   ln_eps
 """
 
 

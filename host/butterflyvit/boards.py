@@ -219,9 +219,15 @@ def model_needs(source, *, frozen: bool = False, weight_buffer: int = 4096) -> d
         name, cfg = source
         size, exact = estimated_file_size(cfg), False
     else:
-        from .modelfile import read_model
+        from bvit import schema
+
+        from .modelfile import ModelFormatError, read_model
 
         m = read_model(source)
+        try:                        # the board's rules: a configuration it would refuse
+            schema.config(m.metadata)               # is refused here, before any sizing
+        except schema.ModelError as exc:
+            raise ModelFormatError(str(exc)) from None
         cfg = ModelConfig.from_dict(m.metadata["config"])
         name, size, exact = str(source), os.path.getsize(source), True
     buffers = buffers_bytes(cfg, weight_buffer)
