@@ -8,8 +8,9 @@ answers "does this model fit this board, and if not why":
 
 - flash: the model file must fit the board's file system (`fs`) on a stock build;
 - RAM: the classifier's buffers (`buffers_bytes`: the board's own formula,
-  `bvit.schema.ram_needed`, imported from device/bvit) plus the device code's heap when it is imported from .py files
-  (`CODE_HEAP`, an estimate; 0 when the code is frozen into the firmware) must fit the heap.
+  `bvit.schema.ram_needed`, imported from device/bvit) plus the device code's heap when it
+  is imported from .py files (`CODE_HEAP`, an estimate; 0 when the code is frozen into the
+  firmware) must fit the heap.
 
 Figures are for design, not measurements of your board: `butterflyvit harness` measures the
 heap and time on the board itself.
