@@ -119,7 +119,8 @@ def test_buffers_match_the_board_formula_on_micropython(micropython, pico_model,
     """The host's figure is the board's ram_needed, and a real Classifier allocates it."""
     code = f"""
 from bvit import loader
-from bvit.model import ram_needed, Classifier
+from bvit.schema import ram_needed
+from bvit.model import Classifier
 r = loader.load({str(pico_model)!r}, False)
 print(ram_needed(r.cfg), ram_needed(r.cfg, 1024))
 print(Classifier({str(pico_model)!r}).ram)

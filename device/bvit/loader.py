@@ -1,220 +1,242 @@
-# Opening a model file on the board: container checks (bvit.modelfile: magic, version,
-# sizes, CRC-32, section table), then the integer model's own (docs/integer-model.md):
-# metadata format and version, configuration, every section present with the dtype and
-# shape the configuration implies, and the per-tensor parameters in range. Keeps what the
-# forward needs: section offsets (one array), the scalar parameters, the class names.
+# Opening a model file on the board: the container's checks (bvit.modelfile: magic,
+# version, sizes, CRC-32, section table; here, as the host reader does, the metadata's
+# JSON syntax strictly and the bytes of every trit5 section), then the integer model's, by the rules of bvit.schema that the host
+# applies too: metadata format and version, configuration, quantisation parameters, every
+# section with the dtype and shape the configuration implies, and every value in range.
+# Keeps what the forward needs: section offsets (one array), the scalar parameters, the
+# class names.
 #
-# bvit.model imports this module only while opening and unloads it (and bvit.modelfile)
-# afterwards: the validation code does not stay in RAM next to the activations.
+# bvit.model imports this module only while opening and unloads it (with bvit.modelfile
+# and bvit.schema) afterwards: the validation code does not stay in RAM next to the
+# activations. Values are checked in chunks of 256 bytes: little RAM whatever the model.
 
+import gc
 from array import array
 
 from . import modelfile as MF
-
-FORMAT = "butterflyvit-integer"
-INT_VERSION = 1
-
-# Sections, in the order of the slot numbers bvit.model uses (model.GLOBAL_* / BLOCK_*).
-GLOBAL = ("input.a", "input.b", "input.shift", "embed.weight", "embed.bias", "embed.mult",
-          "embed.shift", "norm.g", "norm.b", "head.weight", "head.bias")
-BLOCK = ("norm1.g", "norm1.b", "attn.qkv.weight", "attn.qkv.bias", "attn.qkv.mult",
-         "attn.qkv.shift", "attn.proj.weight", "attn.proj.bias", "attn.proj.mult",
-         "attn.proj.shift", "norm2.g", "norm2.b", "ffn.router.weight", "ffn.phi", "ffn.theta",
-         "ffn.w_in", "ffn.w_in.mult", "ffn.w_in.shift", "ffn.w_out", "ffn.w_out.bias",
-         "ffn.w_out.mult", "ffn.w_out.shift")
-
-
-class ModelError(ValueError):
-    """A valid container that is not a model this code runs (another kind or version, a bad
-    configuration, a section missing or of the wrong type, a parameter out of range)."""
-
-
-def pad(n):
-    p = 1
-    while p < n:
-        p <<= 1
-    return p
-
-
-def _int(v, lo, hi, what):
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ModelError("bad model parameter %s = %r (expected an integer in %d..%d)"
-                         % (what, v, lo, hi))
-    return v
-
-
-def _mult(pair, what, n=2):
-    if not isinstance(pair, list) or len(pair) != n:
-        raise ModelError("bad model parameter %s = %r" % (what, pair))
-    for i in range(n - 1):
-        _int(pair[i], 0, 32767, what)
-    _int(pair[n - 1], 1, 62, what)
-    return tuple(pair)
-
-
-def config(meta):
-    cfg = meta.get("config")
-    if not isinstance(cfg, dict):
-        raise ModelError("bad model configuration: %r" % (cfg,))
-    if cfg.get("ffn", "butterfly") != "butterfly":
-        raise ModelError("this is a %r model; the board runs ButterflyViT models" % cfg.get("ffn"))
-    c = {}
-    for key in ("image_size", "in_channels", "patch_size", "num_classes", "dim", "depth",
-                "heads", "ffn_dim", "num_experts", "top_k", "butterfly_stages"):
-        c[key] = _int(cfg.get(key), 1, 1 << 20, "config." + key)
-    c["smooth_routing"] = bool(cfg.get("smooth_routing", False))
-    if (c["image_size"] % c["patch_size"] or c["dim"] % c["heads"] or c["top_k"] > c["num_experts"]
-            or c["dim"] < 2 or c["ffn_dim"] < 2 or c["dim"] > 1024
-            or 1 << c["butterfly_stages"] > min(pad(c["dim"]), pad(c["ffn_dim"]))):
-        raise ModelError("bad model configuration: %r" % (cfg,))
-    if c["in_channels"] not in (1, 3):
-        raise ModelError("the board takes 1- or 3-channel models, not %d" % c["in_channels"])
-    c["grid"] = c["image_size"] // c["patch_size"]
-    c["tokens"] = c["grid"] * c["grid"]
-    c["patch_dim"] = c["in_channels"] * c["patch_size"] * c["patch_size"]
-    return c
-
-
-def expected(c):
-    """(dtype, shape) of each GLOBAL and BLOCK section (as quantize.expected_shapes)."""
-    d, f, E, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["butterfly_stages"]
-    C, n, pd, nc = c["in_channels"], c["tokens"], c["patch_dim"], c["num_classes"]
-    dp, fp = pad(d) // 2, pad(f) // 2
-    i8, i16, i32 = "int8", "int16", "int32"
-    g = ((i32, (C,)), (i32, (C,)), (i32, (C,)), (i8, (d, pd)), (i32, (n, d)), (i16, (d,)),
-         (i8, (d,)), (i16, (d,)), (i32, (d,)), (i8, (nc, d)), (i32, (nc,)))
-    b = ((i16, (d,)), (i32, (d,)), (i8, (3 * d, d)), (i32, (3 * d,)), (i16, (3 * d,)),
-         (i8, (3 * d,)), (i8, (d, d)), (i32, (d,)), (i16, (d,)), (i8, (d,)), (i16, (d,)),
-         (i32, (d,)), (i8, (E, d)), (i16, (E, nl, dp)), (i16, (E, nl, fp)),
-         ("trit5", (1, f * d)), (i16, (f,)), (i8, (f,)), ("trit5", (1, d * f)), (i32, (d,)),
-         (i16, (d,)), (i8, (d,)))
-    return g, b
-
-
-def sections(m, c):
-    """array('I') of section offsets, slot = GLOBAL index, or len(GLOBAL) + block *
-    len(BLOCK) + BLOCK index; ModelError for a missing or mistyped section."""
-    want_g, want_b = expected(c)
-    depth = c["depth"]
-    nb = len(BLOCK)
-    ng = len(GLOBAL)
-    off = array("I", bytes(4 * (ng + depth * nb)))
-    seen = bytearray(len(off))
-    for s in m.sections():
-        name = s.name
-        if name.startswith("blocks."):
-            rest = name[7:]
-            dot = rest.find(".")
-            try:
-                i = int(rest[:dot])
-                j = BLOCK.index(rest[dot + 1:])
-            except ValueError:
-                continue
-            if i >= depth:
-                continue
-            want = want_b[j]
-            slot = ng + i * nb + j
-        elif name in GLOBAL:
-            slot = GLOBAL.index(name)
-            want = want_g[slot]
-        else:
-            continue
-        got = (MF.DTYPE_NAMES[s.dtype], tuple(s.shape))
-        if got != want:
-            raise ModelError("section %r is %s %r, expected %s %r"
-                             % (name, got[0], got[1], want[0], want[1]))
-        off[slot] = s.offset
-        seen[slot] = 1
-    for slot in range(len(off)):
-        if not seen[slot]:
-            if slot < ng:
-                name = GLOBAL[slot]
-            else:
-                name = "blocks.%d.%s" % ((slot - ng) // nb, BLOCK[(slot - ng) % nb])
-            raise ModelError("section %r is missing" % name)
-    return off
-
-
-# The scalar parameters, flat: QB ints per block, then pool (M, shift) and norm (shift, E).
-QB = 23
-#  0 norm1 shift, 1 norm1 E, 2-3 attention score (M, shift), 4-5 attention out (M, shift),
-#  6-8 attention residual (Ma, Mb, shift), 9 norm2 shift, 10 norm2 E, 11 input shift P,
-#  12-14 ffn residual (Ma, Mb, shift), 15-22 gate softmax (M, shift) for counts 1, 3, 4, 5
-
-
-def quant(meta, c):
-    """The scalar integer parameters as one flat list of ints (layout above)."""
-    q = meta.get("quant")
-    if not isinstance(q, dict) or not isinstance(q.get("blocks"), list):
-        raise ModelError("model metadata lacks the quantisation parameters ('quant')")
-    blocks = q["blocks"]
-    if len(blocks) != c["depth"]:
-        raise ModelError("quantisation parameters for %d blocks, the model has %d"
-                         % (len(blocks), c["depth"]))
-    out = []
-    for i in range(len(blocks)):
-        b = blocks[i]
-        w = "quant.blocks[%d]." % i
-        try:
-            a, f = b["attn"], b["ffn"]
-            n1, n2 = b["norm1"], b["norm2"]
-            out.append(_int(n1["shift"], 1, 30, w + "norm1.shift"))
-            out.append(_int(n1["eps"], 0, 1 << 40, w + "norm1.eps"))
-            out.extend(_mult(a["score"], w + "attn.score"))
-            out.extend(_mult(a["out"], w + "attn.out"))
-            out.extend(_mult(a["residual"], w + "attn.residual", 3))
-            out.append(_int(n2["shift"], 1, 30, w + "norm2.shift"))
-            out.append(_int(n2["eps"], 0, 1 << 40, w + "norm2.eps"))
-            out.append(_int(f["input_shift"], 0, 7, w + "ffn.input_shift"))
-            out.extend(_mult(f["residual"], w + "ffn.residual", 3))
-            for cnt in ("1", "3", "4", "5"):
-                if cnt == "1" or c["smooth_routing"]:
-                    out.extend(_mult(f["gates"][cnt], w + "ffn.gates." + cnt))
-                else:
-                    out.extend((0, 1))
-        except (KeyError, TypeError) as e:
-            raise ModelError("bad quantisation parameters of block %d (%r)" % (i, e))
-    try:
-        out.extend(_mult(q["pool"], "quant.pool"))
-        out.append(_int(q["norm"]["shift"], 1, 30, "quant.norm.shift"))
-        out.append(_int(q["norm"]["eps"], 0, 1 << 40, "quant.norm.eps"))
-    except (KeyError, TypeError) as e:
-        raise ModelError("bad quantisation parameters (%r)" % (e,))
-    return out
 
 
 class Loaded:
     pass
 
 
-def load(source, verify=True):
+def _bad_json():
+    raise MF.ModelFormatError("metadata is not valid JSON")
+
+
+def strict_json(t):
+    """Refuse the metadata bytes t where the host's strict JSON reader does (checks 20-21:
+    the syntax, duplicate keys, non-finite numbers), in the host's order: MicroPython's
+    json is more lenient (missing or trailing commas, duplicate keys, 1e400 as inf). One
+    pass over the bytes (indexing a str is slow on MicroPython) with a stack: per open
+    container None (an array) or the keys of an object."""
+    n = len(t)
+    stack = []
+    state = 0               # 0 a value, 1 after a value, 2 a key, 3 a colon
+    empty = False           # just after { or [
+    i = 0
+    while True:
+        while i < n and t[i] in b" \t\n\r":
+            i += 1
+        if i == n:
+            if state != 1 or stack:
+                _bad_json()
+            return
+        c = t[i]
+        if state == 1:
+            if not stack:
+                _bad_json()                         # data after the value
+            top = stack[-1]
+            if c == 44:                             # ,
+                state, empty = (0 if top is None else 2), False
+            elif c == (93 if top is None else 125):     # ] or }
+                stack.pop()
+                for k in range(1, len(top or ())):  # an object's keys, in order
+                    if top[k] in top[:k]:
+                        raise MF.ModelFormatError("metadata has a duplicate key %r" % (top[k],))
+            else:
+                _bad_json()
+            i += 1
+            continue
+        if state == 3:
+            if c != 58:                             # :
+                _bad_json()
+            state = 0
+            i += 1
+            continue
+        if empty and (c == 93 and state == 0 and stack[-1] is None or
+                      c == 125 and state == 2 and stack[-1] is not None):
+            stack.pop()                             # [] or {}
+            state = 1
+            i += 1
+            continue
+        if c == 34:                                 # a string: a value or a key
+            j = i + 1
+            while True:
+                if j >= n or t[j] < 32:
+                    _bad_json()
+                if t[j] == 34:
+                    break
+                if t[j] == 92:                      # \
+                    j += 1
+                    if j >= n or t[j] not in b'"\\/bfnrtu':
+                        _bad_json()
+                    if t[j] == 117:                 # \uXXXX
+                        if j + 5 > n:
+                            _bad_json()
+                        for h in t[j + 1:j + 5]:
+                            if h not in b"0123456789abcdefABCDEF":
+                                _bad_json()
+                        j += 4
+                j += 1
+            if state == 2:
+                import json
+                stack[-1].append(json.loads(str(t[i:j + 1], "utf-8")))
+                state = 3
+            else:
+                state = 1
+            i = j + 1
+            continue
+        if state == 2:
+            _bad_json()
+        if c == 123 or c == 91:                     # { or [
+            stack.append(None if c == 91 else [])
+            state, empty = (0 if c == 91 else 2), True
+            i += 1
+            continue
+        for w in (b"true", b"false", b"null", b"NaN", b"Infinity", b"-Infinity"):
+            if t[i:i + len(w)] == w:
+                if w[-1] == 121 or w == b"NaN":     # ...y: (-)Infinity
+                    raise MF.ModelFormatError("metadata contains a non-finite number (%s)"
+                                           % str(w, "ascii"))
+                i += len(w)
+                break
+        else:                                       # a number
+            j = i + (c == 45)                       # -
+            if j < n and t[j] == 48:                # 0
+                j += 1
+            elif j < n and 49 <= t[j] <= 57:
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            else:
+                _bad_json()
+            k = j
+            if j < n and t[j] == 46:                # .
+                j += 1
+                if not (j < n and 48 <= t[j] <= 57):
+                    _bad_json()
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            if j < n and t[j] in b"eE":
+                j += 1
+                if j < n and t[j] in b"+-":
+                    j += 1
+                if not (j < n and 48 <= t[j] <= 57):
+                    _bad_json()
+                while j < n and 48 <= t[j] <= 57:
+                    j += 1
+            if j > k:                               # a fraction or exponent: a float
+                v = float(str(t[i:j], "ascii"))
+                if v - v != 0:                      # inf (a board's float may overflow)
+                    raise MF.ModelFormatError("metadata contains a non-finite number (%s)"
+                                           % str(t[i:j], "ascii"))
+            i = j
+        state = 1
+
+
+def _check_trit5(m, buf):
+    """The host reader's check of every trit5 section (docs/model-format.md, check 22):
+    no byte above 242, padding trits 0. A fast pass (max() of each chunk; the padding byte
+    of a one-row stream); any doubt goes to Model.check_trit5, which words the error."""
+    for s in m.sections():
+        if s.dtype != MF.TRIT5:
+            continue
+        rows, cols = s.shape
+        if rows > 1 and cols % 5:               # padding in every row: the slow check
+            m.check_trit5(s)
+            continue
+        pos = 0
+        while pos < s.nbytes:
+            n = min(len(buf), s.nbytes - pos)
+            part = buf if n == len(buf) else memoryview(buf)[0:n]
+            m.readinto(s, part, pos)
+            if max(part) > 242:
+                m.check_trit5(s)
+            pos += n
+        if cols % 5 and s.nbytes:               # one row: its last byte holds the padding
+            used = cols % 5
+            m.readinto(s, memoryview(buf)[0:1], s.nbytes - 1)
+            if buf[0] // 3 ** used != (3 ** (5 - used) - 1) // 2:
+                m.check_trit5(s)
+
+
+def load(source, verify=True, weight_buffer=4096):
     """Open and check a model: a path (the file stays open, returned as .file) or a
-    bytes-like object (.mem, read in place). Raises ModelFormatError (the container) or
-    ModelError (the integer model), both ValueError."""
-    m = MF.Model(source, verify=verify)
+    bytes-like object (.mem, read in place). Raises ModelFormatError (ValueError) for any
+    file the host reader refuses, with the host's message."""
+    m = MF.Model(source, verify=verify, metadata=False)
     try:
-        meta = m.metadata
-        if meta.get("format") != FORMAT:
-            raise ModelError("not an integer ButterflyViT model (metadata format %r, expected %r)"
-                             % (meta.get("format"), FORMAT))
-        if meta.get("int_version") != INT_VERSION:
-            raise ModelError("integer model version %r is not supported (this code runs version %d)"
-                             % (meta.get("int_version"), INT_VERSION))
+        raw = bytearray(m.metadata_size)        # checks 20-21 as strictly as the host does,
+        m._read(m.metadata_offset, raw)         # then MicroPython's (lenient) json parses
+        strict_json(raw)
+        raw = None
+        m.metadata = m.read_metadata()
+        buf = bytearray(256)
+        _check_trit5(m, buf)
+        # Only the metadata the checks read stays (reports' keys, e.g. the calibrated
+        # scales, take RAM); the schema's code is loaded after that, and after the
+        # metadata's parsing: the peak is lower.
+        meta = {}
+        for k in ("format", "int_version", "config", "quant", "classes", "logit_scale"):
+            if k in m.metadata:
+                meta[k] = m.metadata[k]
+        m.metadata = None
+        gc.collect()
+        from . import schema as S
         r = Loaded()
-        r.cfg = c = config(meta)
-        r.off = sections(m, c)
-        r.quant = quant(meta, c)
-        classes = meta.get("classes")
-        if not isinstance(classes, list) or len(classes) != c["num_classes"]:
-            raise ModelError("metadata 'classes' must list %d class names" % c["num_classes"])
-        r.classes = [str(x) for x in classes]
-        ls = meta.get("logit_scale", 1.0)
-        r.logit_scale = float(ls) if isinstance(ls, (int, float)) and ls > 0 else 1.0
+        try:
+            r.cfg, r.quant, r.classes, r.logit_scale = S.check_metadata(meta)
+            c = r.cfg
+            off = array("I", bytes(4 * S.slot_count(c)))
+
+            def find(slot, name):
+                s = m.find(name)
+                if s is None:
+                    return None
+                off[slot] = s.offset
+                return MF.DTYPE_NAMES[s.dtype], s.shape
+
+            def values(slot, name, dt, count, rule):
+                # int8/16/32 values as arrays made from the bytes read (little-endian, as
+                # the boards are): one small array per chunk, never a tuple of ints
+                code = MF.DTYPE_NAMES.index(dt)
+                size, tc = MF.ITEMSIZE[code], MF.TYPECODES[code]
+                if rule is None:                # a small section, whole
+                    raw = bytearray(count * size)
+                    m._read(off[slot], raw)
+                    return array(tc, raw)
+                pos, end = 0, count * size
+                while pos < end:
+                    n = min(256, end - pos)
+                    part = buf if n == 256 else memoryview(buf)[0:n]
+                    m._read(off[slot] + pos, part)
+                    if S.outside(array(tc, buf if n == 256 else bytes(part)), rule):
+                        return True
+                    pos += n
+                return False
+
+            S.check_sections(c, find)
+            S.check_values(c, values)
+            find = values = meta = None
+        except S.ModelError as e:
+            raise MF.ModelFormatError(e.args[0])
+        r.off = off
+        r.slots = S.board_slots()
+        r.ram = S.ram_needed(c, weight_buffer), S.weight_bytes(c, weight_buffer)
         r.file_size = m.file_size
     except BaseException:
         m.close()
         raise
-    m.metadata = None
     r.file = m._file                            # keep the open file; the reader goes
     r.mem = m._mem
     m._file = None

@@ -6,11 +6,12 @@
 #     logits = net.classify_frame(frame)         # a bvit.frames frame: GRAYSCALE / RGB565
 #     net.top(logits, 3)                         # [(class index, logit), ...]
 #
-# Opening (bvit.loader, unloaded afterwards with bvit.modelfile) checks the file and keeps
-# the section offsets and scalar parameters. RAM then holds the activation buffers,
-# allocated once (ram_needed() sizes them first: a board without the room gets a
-# MemoryError saying how much is needed), and one buffer for weights read from a file in
-# slices of at most `weight_buffer` bytes; a model given as bytes is read in place.
+# Opening (bvit.loader, unloaded afterwards with bvit.modelfile and bvit.schema) checks the
+# file by the schema's rules and keeps the section offsets and scalar parameters. RAM then
+# holds the activation buffers, allocated once (bvit.schema.ram_needed sizes them first:
+# a board without the room gets a MemoryError saying how much is needed), and one buffer
+# for weights read from a file in slices of at most `weight_buffer` bytes; a model given
+# as bytes is read in place.
 # Nothing is allocated per image apart from a few small objects.
 #
 # Every step calls the op intmodel.py calls (bvit.nn / frames and the hot loops of the
@@ -23,13 +24,11 @@ from array import array
 # (Classifier.__init__): their many small objects fill gaps that a buffer could not use.
 F = N = None
 
-# Section slots (bvit.loader.GLOBAL / BLOCK order).
-(INA, INB, INS, EMW, EMB, EMM, EMS, NG, NB, HDW, HDB) = range(11)
-NGLOBAL = 11
-(N1G, N1B, QKVW, QKVB, QKVM, QKVS, PRW, PRB, PRM, PRS, N2G, N2B, RTW, PHI, THETA, WIN, WINM,
- WINS, WOUT, WOB, WOM, WOS) = range(22)
-NBLOCK = 22
-QB = 23         # scalar parameters per block (bvit.loader.quant)
+# Section slots and scalar-parameter indices (INA, EMW, ..., QKVW, ..., Q_N1S, ..., QB):
+# module globals that Classifier binds by name when it opens a model, from bvit.schema's
+# BOARD table. A section's offset is self._off[slot]; block i's parameters are
+# self._q[QB * i + Q_...], the model's last ones self._q[QB * depth + Q_...]. (Bound as
+# data, not assigned here: code at the top level of a module stays in a board's RAM.)
 
 
 def _pad(n):
@@ -39,58 +38,16 @@ def _pad(n):
     return p
 
 
-def ram_needed(c, weight_buffer=4096):
-    """Bytes of the buffers a Classifier allocates for configuration c (bvit.loader.config)."""
-    d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
-    n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
-    dp, fp = _pad(d), _pad(f)
-    rows = max(3 * d, f, E, c["num_classes"])
-    b = C * S * S + n * pd + 256 * C              # pixels, patch tokens, input tables
-    b += 2 * n * d + n * d + 2 * n * d + d        # residual (int16), LN / attention out, kv + q
-    b += 4 * (3 if c["smooth_routing"] else 1) * g * E + 6 * n * k   # router logits, routes
-    b += 2 * dp + 2 * fp + 6 * f + 2 * d          # u, h, mix (int32), m, y
-    b += 4 * rows + 4 * max(n, E) + 4 * d + 4 * k  # accumulators and scratch
-    b += 7 * rows + 7 * d + 6 * d                 # (mult, shift, bias) x 2, LayerNorm g, b
-    b += _wlen(c, weight_buffer)                  # weights read from a file
-    b += nl * max(dp, fp)                         # phases read from a file
-    b += max(2 * n * d + d, 4 * (3 if c["smooth_routing"] else 1) * g * E,
-             _wlen(c, weight_buffer))             # the zero initialiser, while allocating
-    return b
-
-
 def requirements(source, weight_buffer=4096):
     """(bytes of buffers, bytes of JSON metadata) of a model file, from its header and
-    configuration only (no checks, little memory); None if it cannot be told."""
+    configuration only (bvit.schema.requirements); None if it cannot be told."""
     try:
-        import json
-        import struct
-        if isinstance(source, str):
-            with open(source, "rb") as f:
-                head = f.read(36)
-                mo, ms = struct.unpack_from("<II", head, 28)
-                f.seek(mo)
-                meta = json.loads(f.read(ms))
-        else:
-            mo, ms = struct.unpack_from("<II", source, 28)
-            meta = json.loads(bytes(source[mo:mo + ms]))
-        c = dict(meta["config"])
-        meta = None
-        c["grid"] = c["image_size"] // c["patch_size"]
-        c["tokens"] = c["grid"] * c["grid"]
-        c["patch_dim"] = c["in_channels"] * c["patch_size"] * c["patch_size"]
-        return ram_needed(c, weight_buffer), ms
+        from .schema import requirements
+        return requirements(source, weight_buffer)
     except Exception:
         return None
-
-
-def _wlen(c, weight_buffer):
-    """Bytes of the one weight buffer: int8 matrices and trit streams read from a file.
-    At most weight_buffer, at least one row of any matrix; no more than the largest need
-    (the int8 matrices, or w_in and w_out together so that both stay for a whole layer)."""
-    d, f = c["dim"], c["ffn_dim"]
-    most = max(3 * d * d, c["num_experts"] * d, d * c["patch_dim"], c["num_classes"] * d,
-               2 * ((f * d + 4) // 5))
-    return max(min(weight_buffer, most), d, c["patch_dim"], (max(d, f) + 13) // 5)
+    finally:
+        _unload("bvit.schema")
 
 
 class Classifier:
@@ -108,11 +65,17 @@ class Classifier:
         gc.collect()
         from . import loader
         try:
-            r = loader.load(source, verify)
+            r = loader.load(source, verify, weight_buffer)
         finally:
             loader = None
             _unload("bvit.loader")
             _unload("bvit.modelfile")
+            _unload("bvit.schema")
+        gc.collect()
+        g = globals()                           # the slot numbers, by name (r.slots: the
+        for k, v in r.slots:                    # schema's generator, its last use)
+            g[k] = v
+        g = r.slots = None
         # Keep copies made after the loader's garbage is gone: the originals lie scattered
         # through the heap, and the buffers below need long free runs.
         gc.collect()
@@ -122,6 +85,7 @@ class Classifier:
         self.classes = ["%s" % x for x in r.classes]
         self.logit_scale = r.logit_scale * 1.0
         self.file_size = r.file_size
+        self.ram, wlen = r.ram                  # (bytes of all buffers, of the weight buffer)
         if r.mem is not None:
             self._mem = r.mem
         else:
@@ -131,7 +95,6 @@ class Classifier:
                 self._file = open(source, "rb")
         r = None
         self.num_classes = self.cfg["num_classes"]
-        self.ram = ram_needed(self.cfg, weight_buffer)
         gc.collect()
         free = gc.mem_free()
         if self.ram > free:
@@ -139,7 +102,7 @@ class Classifier:
             raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB are free"
                               % ((self.ram + 1023) // 1024, free // 1024))
         try:
-            self._alloc(weight_buffer)
+            self._alloc(wlen)
         except MemoryError:
             self.close()
             raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB were free "
@@ -162,14 +125,13 @@ class Classifier:
 
     # ------------------------------------------------------------------ buffers
 
-    def _alloc(self, weight_buffer):
+    def _alloc(self, wlen):
         c = self.cfg
         d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
         n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
         dp, fp = _pad(d), _pad(f)
         rows = max(3 * d, f, E, c["num_classes"])
         ring = (3 if c["smooth_routing"] else 1) * g * E
-        wlen = _wlen(c, weight_buffer)
         tin = (f * d + 4) // 5
         # One zero initialiser for every array (array(tc, bytes(n)) would make a temporary
         # as large as each buffer); the largest buffers first, while the heap is in one piece.
@@ -377,7 +339,8 @@ class Classifier:
         n, d = c["tokens"], c["dim"]
         q = self._q
         b = QB * i
-        sh1, E1, sM, ssh, oM, osh = q[b], q[b + 1], q[b + 2], q[b + 3], q[b + 4], q[b + 5]
+        sh1, E1, sM, ssh = q[b + Q_N1S], q[b + Q_N1E], q[b + Q_SCM], q[b + Q_SCS]
+        oM, osh = q[b + Q_OUM], q[b + Q_OUS]
         o = NGLOBAL + i * NBLOCK
         x, a, kv, acc = self._x, self._a, self._kv, self._acc
         M, S, B = self._M, self._S, self._B
@@ -406,7 +369,7 @@ class Classifier:
                             hacc, scores, pv, cut)
         self._params(i, PRM, PRS, PRB, d, M, S, B)
         y = self._y
-        Ma, Mb, rsh = q[b + 6], q[b + 7], q[b + 8]
+        Ma, Mb, rsh = q[b + Q_R1A], q[b + Q_R1B], q[b + Q_R1S]
         for t in range(n):
             r0 = 0
             while r0 < d:
@@ -443,7 +406,7 @@ class Classifier:
         smooth = c["smooth_routing"]
         row = g * E
         q = self._q
-        gate0 = QB * i + 15
+        b = QB * i
         if smooth:
             self._router_row(i, 0, 0)
         for r in range(g):
@@ -466,8 +429,8 @@ class Classifier:
                 N.topk(src, s0, E, kk, idx, i0)
                 for j in range(kk):
                     sel[j] = src[s0 + idx[i0 + j]]
-                gb = gate0 + 2 * (cnt - 2 if cnt > 1 else 0)     # counts 1, 3, 4, 5
-                N.softmax(sel, 0, kk, q[gb], q[gb + 1], gates, i0)
+                gm, gs = Q_GATES[cnt - 2 if cnt > 1 else 0]       # counts 1, 3, 4, 5
+                N.softmax(sel, 0, kk, q[b + gm], q[b + gs], gates, i0)
 
     def _ffn(self, i):
         """7-16. a = LN2(x); routing; butterfly experts; mixture; x = x + W_out m."""
@@ -476,7 +439,7 @@ class Classifier:
         n, d, f, kk, nl = c["tokens"], c["dim"], c["ffn_dim"], c["top_k"], c["butterfly_stages"]
         q = self._q
         b = QB * i
-        sh2, E2, P = q[b + 9], q[b + 10], q[b + 11]
+        sh2, E2, P = q[b + Q_N2S], q[b + Q_N2E], q[b + Q_P]
         o = NGLOBAL + i * NBLOCK
         x, a = self._x, self._a
         self._ln(x, n, d, o + N2G, o + N2B, sh2, E2, a)
@@ -490,7 +453,7 @@ class Classifier:
         idx, gates = self._idx, self._gates
         bfly, tern, rq = k.butterfly_ph, k.ternary_stream, self._rq
         xin, relu, mixadd = self._xin, self._relu, self._mixadd
-        Ma, Mb, rsh = q[b + 12], q[b + 13], q[b + 14]
+        Ma, Mb, rsh = q[b + Q_R2A], q[b + Q_R2B], q[b + Q_R2S]
         for t in range(n):
             ao = t * d
             for j in range(kk):
@@ -526,8 +489,8 @@ class Classifier:
         y, z, acc, B = self._y, self._a, self._acc, self._B
         q = self._q
         b = QB * c["depth"]
-        N.mean_pool(self._x, n, d, q[b], q[b + 1], y)
-        self._ln(y, 1, d, NG, NB, q[b + 2], q[b + 3], z)
+        N.mean_pool(self._x, n, d, q[b + Q_POM], q[b + Q_POS], y)
+        self._ln(y, 1, d, NG, NB, q[b + Q_NS], q[b + Q_NE], z)
         logits = array("i", bytes(4 * nc))
         r0 = 0
         while r0 < nc:
@@ -573,3 +536,4 @@ def _unload(name):
         delattr(sys.modules[pkg], mod)
     except (KeyError, AttributeError, TypeError):
         pass
+

@@ -7,9 +7,10 @@ wiring and serial port (docs/boards.md). This module turns them into `Board` obj
 answers "does this model fit this board, and if not why":
 
 - flash: the model file must fit the board's file system (`fs`) on a stock build;
-- RAM: the classifier's buffers (`buffers_bytes`, the same formula as the board's
-  `bvit.model.ram_needed`) plus the device code's heap when it is imported from .py files
-  (`CODE_HEAP`, an estimate; 0 when the code is frozen into the firmware) must fit the heap.
+- RAM: the classifier's buffers (`buffers_bytes`: the board's own formula,
+  `bvit.schema.ram_needed`, imported from device/bvit) plus the device code's heap when it
+  is imported from .py files (`CODE_HEAP`, an estimate; 0 when the code is frozen into the
+  firmware) must fit the heap.
 
 Figures are for design, not measurements of your board: `butterflyvit harness` measures the
 heap and time on the board itself.
@@ -173,50 +174,21 @@ def flash_table(nbytes: int) -> list[dict]:
 
 # ------------------------------------------------------------------ what a model needs
 
-DEVICE_MODEL = REPO / "device" / "bvit" / "model.py"
-
-
-def _device_ram_needed():
-    """The board's own ram_needed (device/bvit/model.py), compiled on the host: the same
-    arithmetic, so the table cannot drift from what the board allocates. The file's
-    top-level functions and assignments are taken (by the ast; statements that need the
-    board's modules are skipped); None when the device code is not there (an installed
-    package without the repository)."""
-    import ast
-
-    try:
-        tree = ast.parse(DEVICE_MODEL.read_text())
-    except (OSError, SyntaxError):
-        return None
-    ns = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.Assign)):
-            try:
-                exec(compile(ast.Module(body=[node], type_ignores=[]), str(DEVICE_MODEL), "exec"), ns)
-            except Exception:  # noqa: BLE001 - a statement that needs the board's modules
-                pass
-    return ns.get("ram_needed")
-
-
 def device_config(cfg) -> dict:
-    """A ModelConfig (or its dict) as the board's loader sees it (bvit.loader.config)."""
-    c = dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
-    c["grid"] = c["image_size"] // c["patch_size"]
-    c["tokens"] = c["grid"] ** 2
-    c["patch_dim"] = c["in_channels"] * c["patch_size"] ** 2
-    c["smooth_routing"] = bool(c.get("smooth_routing", False))
-    return c
+    """A ModelConfig (or its dict) as the board sees it: bvit.schema.derive (grid, tokens,
+    patch_dim added)."""
+    from bvit import schema
+
+    return schema.derive(cfg if isinstance(cfg, dict) else cfg.to_dict())
 
 
 def buffers_bytes(cfg, weight_buffer: int = 4096) -> int:
     """Bytes of the buffers the board's Classifier allocates for a model of config `cfg`
-    (a ModelConfig or its dict): the board's own formula, device/bvit/model.py ram_needed()
+    (a ModelConfig or its dict): the board's own formula, bvit.schema.ram_needed
     (tests/test_boards.py checks it against a real MicroPython)."""
-    fn = _device_ram_needed()
-    if fn is None:
-        raise RuntimeError(f"{DEVICE_MODEL} not found: the RAM a model needs comes from the "
-                           "device code's ram_needed()")
-    return int(fn(device_config(cfg), weight_buffer))
+    from bvit import schema
+
+    return int(schema.ram_needed(device_config(cfg), weight_buffer))
 
 
 def estimated_file_size(cfg, metadata_bytes: int = 4096) -> int:
@@ -248,9 +220,15 @@ def model_needs(source, *, frozen: bool = False, weight_buffer: int = 4096) -> d
         name, cfg = source
         size, exact = estimated_file_size(cfg), False
     else:
-        from .modelfile import read_model
+        from bvit import schema
+
+        from .modelfile import ModelFormatError, read_model
 
         m = read_model(source)
+        try:                        # the board's rules: a configuration it would refuse
+            schema.config(m.metadata)               # is refused here, before any sizing
+        except schema.ModelError as exc:
+            raise ModelFormatError(str(exc)) from None
         cfg = ModelConfig.from_dict(m.metadata["config"])
         name, size, exact = str(source), os.path.getsize(source), True
     buffers = buffers_bytes(cfg, weight_buffer)

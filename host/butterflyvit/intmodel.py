@@ -22,11 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from bvit import schema
 
 from . import intops
 from .config import ModelConfig
 from .modelfile import Model, ModelFormatError, decode_model, encode_model, read_model
-from .quantize import INT_FORMAT, INT_VERSION, expected_shapes, stream_to_rows
+from .quantize import stream_to_rows
 
 FRAME_EXT = {".gray": "GRAYSCALE", ".grey": "GRAYSCALE", ".rgb565": "RGB565"}
 
@@ -47,53 +48,36 @@ class IntModel:
     """An integer ButterflyViT read from a validated model file."""
 
     def __init__(self, model: Model):
+        """Checks the model by bvit.schema's rules (the board's loader applies the same):
+        metadata, sections, every value in range; ModelFormatError when one fails."""
         meta = model.metadata
-        if meta.get("format") != INT_FORMAT:
-            raise ModelFormatError(
-                f"not an integer ButterflyViT model (metadata format {meta.get('format')!r}, "
-                f"expected {INT_FORMAT!r})")
-        if meta.get("int_version") != INT_VERSION:
-            raise ModelFormatError(f"integer model version {meta.get('int_version')!r} is not "
-                                   f"supported (this reference runs version {INT_VERSION})")
-        self.cfg = _config(meta.get("config"))
-        c = self.cfg
-        if c.ffn != "butterfly":
-            raise ModelFormatError(f"bad model configuration: ffn {c.ffn!r} (the integer model is ButterflyViT)")
-        if not 1 <= c.butterfly_stages <= min(intops.padded_size(c.dim), intops.padded_size(c.ffn_dim)).bit_length() - 1 \
-                or c.butterfly_stages > 14 or c.dim > 1024 or c.dim < 2 or c.ffn_dim < 2:
-            raise ModelFormatError("bad model configuration: butterfly stages / dimensions out of range")
-        want = expected_shapes(self.cfg)
-        for name, (dtype, shape) in want.items():
-            if name not in model:
-                raise ModelFormatError(f"section {name!r} is missing")
-            info = model.info(name)
-            if (info.dtype, tuple(info.shape)) != (dtype, tuple(shape)):
-                raise ModelFormatError(f"section {name!r} is {info.dtype} {tuple(info.shape)}, "
-                                       f"expected {dtype} {tuple(shape)}")
+        try:
+            c, _, self.classes, self.logit_scale = schema.check_metadata(meta)
+            schema.check_sections(c, lambda slot, name: (model.info(name).dtype,
+                                                         model.info(name).shape)
+                                  if name in model else None)
+            # Arrays, read once. Ternary matrices stay packed (5 trits per byte).
+            self.w = {name: model.packed(name) if dtype == "trit5" else model[name]
+                      for _, name, dtype, _, _ in schema.sections(c)}
+            schema.check_values(c, lambda slot, name, dtype, count, rule: (
+                schema.outside(self.w[name].ravel().tolist(), rule) if rule is not None
+                else self.w[name].ravel().tolist()))
+        except schema.ModelError as exc:
+            raise ModelFormatError(str(exc)) from None
+        self.cfg = ModelConfig.from_dict(meta["config"])
         self.file = model
         self.meta = meta
-        self.quant = meta.get("quant")
-        _check_quant(self.cfg, self.quant)
-        classes = meta.get("classes")
-        if not isinstance(classes, list) or len(classes) != self.cfg.num_classes:
-            raise ModelFormatError(f"metadata 'classes' must list {self.cfg.num_classes} class names")
-        self.classes = [str(c) for c in classes]
-        ls = meta.get("logit_scale", 1.0)
-        self.logit_scale = float(ls) if isinstance(ls, (int, float)) and ls > 0 else 1.0
-        # Arrays, read once. Ternary matrices stay packed (5 trits per byte); their trit
-        # stream is re-cut into the padded rows intops.ternary_matvec takes (same trits).
-        self.w = {}
+        self.quant = meta["quant"]
+        # The substrates' trit streams, re-cut into the padded rows intops.ternary_matvec
+        # takes (same trits).
         c = self.cfg
-        for name, (dtype, _) in want.items():
-            self.w[name] = model.packed(name) if dtype == "trit5" else model[name]
         for i in range(c.depth):
             b = f"blocks.{i}.ffn."
             self.w[b + "w_in"] = stream_to_rows(self.w[b + "w_in"], c.ffn_dim, c.dim)
             self.w[b + "w_out"] = stream_to_rows(self.w[b + "w_out"], c.dim, c.ffn_dim)
         # Butterfly phases (stored as int16 bit patterns of uint16) -> Q14 cos/sin, per layer.
         self.rot = {}
-        _check_arrays(self.cfg, self.w)
-        for i in range(self.cfg.depth):
+        for i in range(c.depth):
             for side in ("phi", "theta"):
                 ph = self.w[f"blocks.{i}.ffn.{side}"].view(np.uint16)
                 self.rot[(i, side)] = intops.sincos_q14(ph)
@@ -215,115 +199,6 @@ class IntModel:
     def probabilities(self, logits) -> np.ndarray:
         """Float softmax of the logits at their real scale (for printing only)."""
         return intops.softmax_float(np.asarray(logits, dtype=np.float64) * self.logit_scale)
-
-
-# ------------------------------------------------------------------ load-time checks
-# A file that passes the container's checks (docs/model-format.md) can still hold integer
-# parameters outside the ranges the spec's widths assume. They are refused at load, so that
-# the forward of any model that loads runs without overflow (docs/integer-model.md).
-
-def _bad(msg):
-    raise ModelFormatError(f"bad integer model: {msg}")
-
-
-def _int(v, lo, hi, what):
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        _bad(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
-    return v
-
-
-def _mult(v, what):
-    if not isinstance(v, list) or len(v) != 2:
-        _bad(f"{what} must be [M, shift], got {v!r}")
-    _int(v[0], 0, (1 << 15) - 1, what + " M")
-    _int(v[1], 1, intops.MAX_SHIFT, what + " shift")
-
-
-def _dict(v, keys, what):
-    if not isinstance(v, dict) or any(k not in v for k in keys):
-        _bad(f"{what} must be an object with keys {', '.join(keys)}")
-    return v
-
-
-def _check_ln(v, what):
-    _dict(v, ("shift", "eps"), what)
-    _int(v["shift"], 1, 30, what + " shift")
-    _int(v["eps"], 0, (1 << 40) - 1, what + " eps")
-
-
-def _check_residual(v, what):
-    if not isinstance(v, list) or len(v) != 3:
-        _bad(f"{what} must be [Ma, Mb, shift], got {v!r}")
-    _int(v[2], 1, intops.MAX_SHIFT, what + " shift")
-    _int(v[0], 0, (1 << 15) - 1, what + " Ma")
-    _int(v[1], 0, (1 << 15) - 1, what + " Mb")
-
-
-def _config(d) -> ModelConfig:
-    """ModelConfig from the metadata, every field of the right JSON type."""
-    from dataclasses import fields
-
-    if not isinstance(d, dict):
-        _bad("metadata 'config' must be an object")
-    for f in fields(ModelConfig):
-        if f.name not in d:
-            _bad(f"config has no {f.name!r}")
-        v, kind = d[f.name], type(f.default)
-        ok = isinstance(v, bool) if kind is bool else isinstance(v, str) if kind is str else \
-            (isinstance(v, (int, float)) and not isinstance(v, bool)) if kind is float else \
-            (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-        if not ok:
-            _bad(f"config {f.name!r} has the wrong type or value: {v!r}")
-    try:
-        return ModelConfig.from_dict(d)
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        _bad(f"config: {exc}")
-
-
-def _check_quant(cfg, q):
-    _dict(q, ("blocks", "pool", "norm"), "metadata 'quant'")
-    if not isinstance(q["blocks"], list) or len(q["blocks"]) != cfg.depth:
-        _bad(f"metadata quant.blocks must list {cfg.depth} blocks")
-    for i, qb in enumerate(q["blocks"]):
-        w = f"quant.blocks[{i}]"
-        _dict(qb, ("norm1", "attn", "norm2", "ffn"), w)
-        _check_ln(qb["norm1"], w + ".norm1")
-        _check_ln(qb["norm2"], w + ".norm2")
-        _dict(qb["attn"], ("score", "out", "residual"), w + ".attn")
-        _mult(qb["attn"]["score"], w + ".attn.score")
-        _mult(qb["attn"]["out"], w + ".attn.out")
-        _check_residual(qb["attn"]["residual"], w + ".attn.residual")
-        ffn = _dict(qb["ffn"], ("input_shift", "gates", "residual"), w + ".ffn")
-        if ffn["input_shift"] != intops.butterfly_input_shift(cfg.butterfly_stages):
-            _bad(f"{w}.ffn.input_shift must be {intops.butterfly_input_shift(cfg.butterfly_stages)} "
-                 f"for {cfg.butterfly_stages} stages, got {ffn['input_shift']!r}")
-        _dict(ffn["gates"], ("1", "3", "4", "5"), w + ".ffn.gates")
-        for c in ("1", "3", "4", "5"):
-            _mult(ffn["gates"][c], f"{w}.ffn.gates[{c}]")
-        _check_residual(ffn["residual"], w + ".ffn.residual")
-    _mult(q["pool"], "quant.pool")
-    _check_ln(q["norm"], "quant.norm")
-
-
-def _check_arrays(cfg, w):
-    def within(name, lo, hi):
-        a = w[name]
-        if a.size and (a.min() < lo or a.max() > hi):
-            _bad(f"section {name!r} holds values outside {lo}..{hi}")
-    within("input.shift", 1, 24)
-    a, b = w["input.a"].astype(np.int64), w["input.b"].astype(np.int64)
-    if (255 * np.abs(a) + np.abs(b) >= 1 << 30).any():
-        _bad("input.a / input.b are too large (255|A| + |B| must be < 2^30)")
-    names = ["embed"] + [f"blocks.{i}.attn.{l}" for i in range(cfg.depth) for l in ("qkv", "proj")] \
-        + [f"blocks.{i}.ffn.{l}" for i in range(cfg.depth) for l in ("w_in", "w_out")]
-    for n in names:
-        within(n + ".mult", 0, (1 << 15) - 1)
-        within(n + ".shift", 1, intops.MAX_SHIFT)
-    bias = ["embed.bias", "head.bias"] + [f"blocks.{i}.attn.{l}.bias" for i in range(cfg.depth)
-                                           for l in ("qkv", "proj")] \
-        + [f"blocks.{i}.ffn.w_out.bias" for i in range(cfg.depth)]
-    for n in bias + [f"blocks.{i}.{l}.b" for i in range(cfg.depth) for l in ("norm1", "norm2")] + ["norm.b"]:
-        within(n, -(1 << 30) + 1, (1 << 30) - 1)
 
 
 # ------------------------------------------------------------------ image files -> frames

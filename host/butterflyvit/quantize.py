@@ -405,39 +405,12 @@ def build_integer_model(cfg: ModelConfig, params: dict, ranges: dict, mean, std,
 
 
 def expected_shapes(cfg: ModelConfig) -> dict:
-    """name -> (dtype, shape) of every section of the integer model (docs/integer-model.md)."""
-    d, f, E, n_l = cfg.dim, cfg.ffn_dim, cfg.num_experts, cfg.butterfly_stages
-    C, pd, N = cfg.in_channels, cfg.patch_dim, cfg.num_patches
-    dpad = 1 << (d - 1).bit_length()
-    fpad = 1 << (f - 1).bit_length()
-    out = {"input.a": ("int32", (C,)), "input.b": ("int32", (C,)), "input.shift": ("int32", (C,)),
-           "embed.weight": ("int8", (d, pd)), "embed.bias": ("int32", (N, d)),
-           "embed.mult": ("int16", (d,)), "embed.shift": ("int8", (d,))}
-    for i in range(cfg.depth):
-        b = f"blocks.{i}."
-        for ln in ("norm1", "norm2"):
-            out[b + ln + ".g"] = ("int16", (d,))
-            out[b + ln + ".b"] = ("int32", (d,))
-        for lin, rows in (("qkv", 3 * d), ("proj", d)):
-            out[b + f"attn.{lin}.weight"] = ("int8", (rows, d))
-            out[b + f"attn.{lin}.bias"] = ("int32", (rows,))
-            out[b + f"attn.{lin}.mult"] = ("int16", (rows,))
-            out[b + f"attn.{lin}.shift"] = ("int8", (rows,))
-        out[b + "ffn.router.weight"] = ("int8", (E, d))
-        out[b + "ffn.phi"] = ("int16", (E, n_l, dpad // 2))
-        out[b + "ffn.theta"] = ("int16", (E, n_l, fpad // 2))
-        out[b + "ffn.w_in"] = ("trit5", (1, f * d))     # trit stream of the (f, d) matrix
-        out[b + "ffn.w_in.mult"] = ("int16", (f,))
-        out[b + "ffn.w_in.shift"] = ("int8", (f,))
-        out[b + "ffn.w_out"] = ("trit5", (1, d * f))    # trit stream of the (d, f) matrix
-        out[b + "ffn.w_out.bias"] = ("int32", (d,))
-        out[b + "ffn.w_out.mult"] = ("int16", (d,))
-        out[b + "ffn.w_out.shift"] = ("int8", (d,))
-    out["norm.g"] = ("int16", (d,))
-    out["norm.b"] = ("int32", (d,))
-    out["head.weight"] = ("int8", (cfg.num_classes, d))
-    out["head.bias"] = ("int32", (cfg.num_classes,))
-    return out
+    """name -> (dtype, shape) of every section of the integer model: bvit.schema's tables
+    (docs/integer-model.md), the rules every reader applies."""
+    from bvit import schema
+
+    return {name: (dtype, shape)
+            for _, name, dtype, shape, _ in schema.sections(schema.derive(cfg.to_dict()))}
 
 
 def shapes_ok(cfg: ModelConfig, arrays: dict) -> None:
