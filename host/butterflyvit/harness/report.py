@@ -1,5 +1,6 @@
-"""The harness's report: the JSON (a new run's, or the one a run resumes), its summary,
-the energy per image two ways, the plot and the summary printed at the end."""
+"""The harness's report: the JSON (a new run's, or the one a run resumes), its summary
+(bit-exact count, top-1 against the labels and whether it is near chance), the energy per
+image two ways, the plot and the summary printed at the end."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def write_json(path: Path, obj):
 
 
 def new_report(o, board, model_path: Path, model_bytes: bytes, cfg, remote_model_path: str,
-               images_folder) -> dict:
+               images_source: dict) -> dict:
     """The report of a run that starts afresh (no result yet)."""
     return {"tool": "butterflyvit harness", "report_version": REPORT_VERSION,
             "status": "running", "error": None, "started": now(),
@@ -39,14 +40,13 @@ def new_report(o, board, model_path: Path, model_bytes: bytes, cfg, remote_model
             "model": {"path": str(model_path), "sha256": hashlib.sha256(model_bytes).hexdigest(),
                       "file_size": len(model_bytes), "config": cfg.to_dict(),
                       "remote_path": remote_model_path},
-            "images": {"dataset": "fashion-mnist", "split": "test", "folder": str(images_folder),
-                       "first": o.first, "count": o.images},
+            "images": {**images_source, "first": o.first, "count": o.images},
             "results": []}
 
 
-def resumed_report(path: Path, model_bytes: bytes, board, first: int) -> dict:
-    """The report at `path` to continue, checked to be this model's, board's and first
-    image's; its "resumed" count goes up by one."""
+def resumed_report(path: Path, model_bytes: bytes, board, first: int, images_source: dict) -> dict:
+    """The report at `path` to continue, checked to be this model's, board's, images' and
+    first image's; its "resumed" count goes up by one."""
     try:
         report = json.loads(path.read_text())
     except ValueError as exc:
@@ -58,6 +58,10 @@ def resumed_report(path: Path, model_bytes: bytes, board, first: int) -> dict:
     if report.get("board", {}).get("name") != board.name or old.get("first") != first:
         raise HarnessError(f"cannot resume: {path} is for board "
                            f"{report.get('board', {}).get('name')}, first image {old.get('first')}")
+    same = ("source", "dataset", "folder", "data")
+    if any(old.get(k) != images_source.get(k) for k in same):
+        raise HarnessError(f"cannot resume: {path} sent other images ("
+                           + ", ".join(f"{k} {old.get(k)}" for k in same if old.get(k)) + ")")
     report["resumed"] = report.get("resumed", 0) + 1
     return report
 
@@ -107,8 +111,7 @@ def summarise(report: dict) -> dict:
         # result lines that failed their CRC-32 on the wire and were sent again
         "lines_resent": sum(r.get("line_resends", 0) for r in res),
         "top1_agreement": sum(r["top1_board"] == r["top1_host"] for r in res) / n,
-        "accuracy_board": sum(r["top1_board"] == r["label"] for r in res) / n,
-        "accuracy_host": sum(r["top1_host"] == r["label"] for r in res) / n,
+        **top1_check(res, report["model"]["config"]["num_classes"]),
         "latency_ms": {"mean": statistics.fmean(ms), "median": statistics.median(ms),
                        "min": min(ms), "max": max(ms),
                        "stdev": statistics.stdev(ms) if n > 1 else 0.0,
@@ -118,6 +121,59 @@ def summarise(report: dict) -> dict:
         "heap_forward_max": max(r["heap_peak"] - r["heap_before"] for r in res),
     })
     return out
+
+
+# The top-1 check. Too few labelled images say nothing: below MIN_LABELLED the run gives no
+# verdict. Otherwise the board's top-1 is "near chance" below chance + min(chance / 2,
+# (1 - chance) / 3): 1.5x chance for 3 or more classes (15% for 10 classes, 50% for 3), and
+# 67% for 2 classes, where 1.5x chance would be 75%. A model that works is far above it; one
+# fed images that are not its data set, labels that are not its classes, or untrained
+# weights lands near chance.
+MIN_LABELLED = 20
+
+
+def near_chance_threshold(num_classes: int) -> float:
+    chance = 1 / num_classes
+    return chance + min(chance / 2, (1 - chance) / 3)
+
+
+def top1_check(results: list, num_classes: int) -> dict:
+    """Top-1 of board and host over the labelled images, and the verdict on the board's:
+    "ok", "near-chance", "too-few-labels" (fewer than MIN_LABELLED) or "no-labels"."""
+    lab = [r for r in results if r.get("label") is not None]
+    n = len(lab)
+    out = {"labelled": n,
+           "accuracy_board": sum(r["top1_board"] == r["label"] for r in lab) / n if n else None,
+           "accuracy_host": sum(r["top1_host"] == r["label"] for r in lab) / n if n else None}
+    thr = near_chance_threshold(num_classes)
+    if not n:
+        verdict = "no-labels"
+    elif n < MIN_LABELLED:
+        verdict = "too-few-labels"
+    else:
+        verdict = "near-chance" if out["accuracy_board"] < thr else "ok"
+    out["top1_check"] = {"verdict": verdict, "chance": 1 / num_classes, "threshold": thr,
+                         "min_labelled": MIN_LABELLED}
+    return out
+
+
+def top1_warning(report: dict) -> str | None:
+    """The warning printed when the board's top-1 is near chance, else None."""
+    s = report.get("summary", {})
+    c = s.get("top1_check", {})
+    if c.get("verdict") != "near-chance":
+        return None
+    return (f"warning: top-1 on the board is {100 * s['accuracy_board']:.1f}% over {s['labelled']} "
+            f"labelled images, near chance ({100 * c['chance']:.1f}% for "
+            f"{report['model']['config']['num_classes']} classes; below {100 * c['threshold']:.1f}% "
+            "counts as near chance): are these the model's images and classes "
+            f"({_images_words(report['images'])}), and is the model trained?")
+
+
+def _images_words(images: dict) -> str:
+    if images.get("source") == "images-from":
+        return f"--images-from {images.get('folder')}"
+    return f"data set {images.get('dataset')}, classes matched {images.get('classes_matched')}"
 
 
 def energy_section(report: dict, board, cfg, power_w: float | None) -> dict:
