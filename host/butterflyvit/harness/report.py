@@ -134,7 +134,7 @@ MIN_LABELLED = 20
 
 def near_chance_threshold(num_classes: int) -> float:
     chance = 1 / num_classes
-    return chance + min(chance / 2, (1 - chance) / 3)
+    return round(chance + min(chance / 2, (1 - chance) / 3), 9)   # 0.15, not 0.15000000000000002
 
 
 def top1_check(results: list, num_classes: int) -> dict:
@@ -331,6 +331,7 @@ def _plot_measured_energy(ax, report):
         ax.text(0.5, 0.5, m.get("note") or "no energy (no image classified)", ha="center", va="center",
                 wrap=True, fontsize=9, transform=ax.transAxes)
         ax.set_xticks([])
+        ax.set_yticks([])
         return
     mj = m["energy_per_inference_j"] * 1e3
     ps = m.get("power_source")
