@@ -16,9 +16,13 @@ CFG = ModelConfig(image_size=28, in_channels=1, patch_size=4, num_classes=10, di
 def results(n, right, labelled=None):
     """n results, the first `right` of them top-1 right; the first `labelled` carry a label."""
     labelled = n if labelled is None else labelled
-    return [{"index": i, "label": (i % 10) if i < labelled else None, "top1_board": (i % 10) if i < right else (i + 1) % 10,
-             "top1_host": (i % 10) if i < right else (i + 1) % 10, "match": True, "us": 900_000 + 1000 * (i % 7),
-             "heap_peak": 90_000, "heap_before": 60_000} for i in range(n)]
+    out = []
+    for i in range(n):
+        top1 = i % 10 if i < right else (i + 1) % 10
+        out.append({"index": i, "label": i % 10 if i < labelled else None, "top1_board": top1,
+                    "top1_host": top1, "match": True, "us": 900_000 + 1000 * (i % 7),
+                    "heap_peak": 90_000, "heap_before": 60_000})
+    return out
 
 
 def test_near_chance_threshold():
@@ -41,7 +45,7 @@ def test_top1_verdicts(n, right, labelled, verdict):
     nl = n if labelled is None else labelled
     assert out["labelled"] == nl
     if nl:
-        assert out["accuracy_board"] == pytest.approx(sum(1 for i in range(min(right, nl))) / nl)
+        assert out["accuracy_board"] == pytest.approx(min(right, nl) / nl)
     else:
         assert out["accuracy_board"] is None and out["accuracy_host"] is None
 
@@ -94,7 +98,8 @@ def test_plot_energy_apart_with_the_explanation(tmp_path):
     fig = R.plot_report(r, tmp_path / "p.png")
     measured, analytical = fig.axes[2:]
     m, a = r["energy"]["measured"], r["energy"]["analytical"]
-    assert measured.get_ylabel() == "mJ per image" and analytical.get_ylabel() == "\u00b5J per image (log scale)"
+    assert measured.get_ylabel() == "mJ per image"
+    assert analytical.get_ylabel() == "\u00b5J per image (log scale)"
     assert len(measured.patches) == 1 and measured.patches[0].get_height() == pytest.approx(
         m["energy_per_inference_j"] * 1e3)
     assert [p.get_height() for p in analytical.patches] == pytest.approx(
@@ -112,7 +117,8 @@ def test_plot_energy_apart_with_the_explanation(tmp_path):
 def test_plot_without_power_says_so(tmp_path):
     r = report(5, power_w=None)
     r["energy"]["measured"].pop("energy_per_inference_j", None)
-    r["energy"]["measured"]["note"] = "no power figure for board x: measured energy not computed (pass --power-w W)"
+    r["energy"]["measured"]["note"] = ("no power figure for board x: measured energy not computed "
+                                       "(pass --power-w W)")
     fig = R.plot_report(r, tmp_path / "p.png")
     assert "pass --power-w W" in " ".join(t.get_text() for t in fig.axes[2].texts)
     assert not any("Why measured" in t.get_text() for t in fig.texts)   # no gap shown, none explained

@@ -449,7 +449,8 @@ def test_rgb_model_gets_rgb565_frames_of_its_own_folder_data_set(tmp_path, capsy
     assert rc == 0, out.err
     r = json.loads(report.read_text())
     n = len(want)
-    assert 0 < n < 20 and f"the folder test split holds {n} image(s) from image 0: sending {n}, not 20" in out.err
+    assert 0 < n < 20
+    assert f"the folder test split holds {n} image(s) from image 0: sending {n}, not 20" in out.err
     assert r["images"]["dataset"] == "folder" and r["images"]["data"] == str(photos)
     assert r["images"]["classes"] == CLASSES and r["images"]["classes_matched"] == "by name"
     assert [x["label"] for x in r["results"]] == want.labels.tolist()
@@ -493,7 +494,8 @@ def test_images_from_folder_labelled_and_not(tmp_path, capsys):
     r = json.loads(report.read_text())
     assert r["images"]["source"] == "images-from" and r["images"]["labelled"] == 4
     assert [(x["file"], x["label"]) for x in r["results"]] == [
-        ("loose.jpg", None), ("left/left0.png", 0), ("left/left1.png", 0), ("top/top0.png", 2), ("top/top1.png", 2)]
+        ("loose.jpg", None), ("left/left0.png", 0), ("left/left1.png", 0),
+        ("top/top0.png", 2), ("top/top1.png", 2)]
     assert {(x["format"], x["width"], x["height"]) for x in r["results"]} == {("RGB565", 8, 8)}
     assert r["summary"]["bit_exact"] == 5 and r["summary"]["labelled"] == 4
     assert "top-1: board" in out.out and "labels of 4 of the 5 images" in out.out

@@ -322,7 +322,8 @@ def plot(path, report: dict):
         ax2.plot(e, [r["standard_bytes"] for r in prow], "o-", color="tab:red", mfc="none", ms=12, lw=2.5,
                  alpha=0.6, label="paper count: standard MoE experts (fp32 weights)")
         ax2.plot(e, [r["butterfly_bytes"] for r in prow], "s-", color="tab:green", mfc="none", ms=11,
-                 lw=2.5, alpha=0.6, label="paper count: ButterflyViT experts (W_in trits + angles); green: ratio")
+                 lw=2.5, alpha=0.6,
+                 label="paper count: ButterflyViT experts (W_in trits + angles); green: ratio")
         ax2.plot(e, [r["with_fp32_projection_bytes"] for r in prow], "^--", color="tab:olive",
                  label="paper count + fp32 shared W_out")
         for r in prow:

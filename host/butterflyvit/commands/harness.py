@@ -78,7 +78,8 @@ def run(args) -> int:
     o = HarnessOptions(port=args.port, board=args.board, model=args.model, images=args.images,
                        report=args.report, plot=args.plot, resume=args.resume, first=args.first,
                        dataset=args.dataset, data=args.data, images_from=args.images_from,
-                       cache_dir=args.cache_dir, baud=args.baud, timeout=args.timeout, remote_dir=args.remote_dir,
+                       cache_dir=args.cache_dir, baud=args.baud, timeout=args.timeout,
+                       remote_dir=args.remote_dir,
                        transfer="drive" if args.drive else args.transfer, drive=args.drive,
                        power_w=args.power_w, backend=args.backend, weight_buffer=args.weight_buffer,
                        remote_model=args.remote_model, mpy=args.mpy, progress=not args.no_progress)

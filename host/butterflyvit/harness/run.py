@@ -9,9 +9,10 @@ connect to the board's raw REPL; copy the device code and the model where the bo
 are missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
 with the model; send each image as a raw frame and read back one checked line (integer
 logits, ticks_us of the forward, heap); compare with the host's logits bit for bit (an image
-that differs is run once more before it counts), and the board's top-1 with the labels. After every image the report (report.py)
+that differs is run once more before it counts). After every image the report (report.py)
 is rewritten, so a board that dies leaves a partial report and `--resume` continues where it
-stopped. At the end: latency statistics, energy two ways and a PNG plot.
+stopped. At the end: the board's top-1 against the labels (near chance is a warning),
+latency statistics, energy two ways and a PNG plot.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class HarnessRun:
                 raise HarnessError("--images-from DIR sends your own images: leave out --dataset/--data")
             test = load_folder_images(o.images_from, self.ref.meta, self.cfg)
         else:
-            test = load_dataset_images(self.model_path, self.ref.meta, self.cfg, o.dataset, o.data, o.cache_dir)
+            test = load_dataset_images(self.model_path, self.ref.meta, self.cfg, o.dataset, o.data,
+                                       o.cache_dir)
         if not 0 <= o.first < len(test):
             raise HarnessError(f"--first {o.first}: {_where(test.source)} holds {len(test)} image(s) "
                                f"(0..{len(test) - 1})")
