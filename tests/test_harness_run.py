@@ -1,9 +1,11 @@
 """`butterflyvit harness` end to end on the unix MicroPython behind a socat pty: the device
-code and a model are copied by hash, Fashion-MNIST test images go over serial, and the
-board's integer logits must equal the host reference's bit for bit. A board killed mid-run
-leaves a clean error and a partial report, and --resume finishes the run."""
+code and a model are copied by hash, the test images of the model's own data set (or your
+own, --images-from) go over serial as the model's frames, and the board's integer logits
+must equal the host reference's bit for bit and its top-1 beat chance. A board killed
+mid-run leaves a clean error and a partial report, and --resume finishes the run."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -12,12 +14,16 @@ from pathlib import Path
 import pytest
 
 from beds.micropython import MicroPythonPty
+from matplotlib.ticker import MaxNLocator
+
 from butterflyvit.cli import main
+from butterflyvit.harness.report import plot_report
 from butterflyvit.harness.transport import RawRepl, SerialTransport
 from test_boards import make_model
 
 REPO = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+TRAINED = REPO / "models" / "pico-fmnist.bvit"      # the shipped model, trained on Fashion-MNIST
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,12 @@ def harness_args(port, model, report, n, *extra):
             "--report", str(report), "--no-progress", *extra]
 
 
-def test_unix_board_bit_exact_report_and_plot(model, tmp_path, capsys):
+def test_unix_board_bit_exact_report_and_plot(tmp_path, capsys):
+    """The shipped trained model on 20 test images of the data set its file records:
+    bit-exact, top-1 well above chance, exit 0; the report, its energy and its plot."""
     assert FMNIST.is_dir(), "Debian dataset-fashion-mnist is a set-up requirement"
+    model = tmp_path / "pico.bvit"
+    shutil.copyfile(TRAINED, model)
     b = board(tmp_path)
     report = tmp_path / "report.json"
     try:
@@ -55,6 +65,15 @@ def test_unix_board_bit_exact_report_and_plot(model, tmp_path, capsys):
     assert [x["index"] for x in r["results"]] == list(range(20))
     assert all(x["logits_board"] == x["logits_host"] for x in r["results"])
     assert "bit-exact: 20/20 images (100.0%)" in out.out
+    # the images: Fashion-MNIST's test split, named in the model file, as GRAYSCALE frames
+    im = r["images"]
+    assert (im["source"], im["dataset"], im["split"]) == ("dataset", "fashion-mnist", "test")
+    assert im["chosen_by"] == "the model file's calibration data set" and im["classes_matched"] == "by name"
+    assert {(x["format"], x["width"], x["height"]) for x in r["results"]} == {("GRAYSCALE", 28, 28)}
+    # top-1 against the labels: the trained model is far above chance, no warning
+    assert s["labelled"] == 20 and s["accuracy_board"] == s["accuracy_host"] >= 0.6
+    assert s["top1_check"]["verdict"] == "ok" and s["top1_check"]["threshold"] == pytest.approx(0.15)
+    assert f"top-1: board {100 * s['accuracy_board']:.1f}%" in out.out and "warning" not in out.err
     # copied by hash: every device file and the model, then checked
     files = r["transfers"][0]["files"]
     assert {"bvit/model.py", "pico.bvit"} <= {f["path"] for f in files}
@@ -72,6 +91,40 @@ def test_unix_board_bit_exact_report_and_plot(model, tmp_path, capsys):
     png = Path(r["plot"])
     assert png == report.with_suffix(".png") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert r["board_info"]["implementation"] == "micropython"
+    # the plot of 20 images: a histogram with integer counts; measured and analytical
+    # energy on their own axes, with the line that says why they differ
+    fig = plot_report(r, tmp_path / "again.png")
+    lat, dist, measured, analytical = fig.axes
+    assert dist.get_title() == "latency histogram (20 images)" and dist.get_ylabel() == "images"
+    assert isinstance(dist.yaxis.get_major_locator(), MaxNLocator)
+    assert all(float(t).is_integer() for t in dist.get_yticks())
+    assert all(float(t).is_integer() for t in lat.get_xticks())
+    assert measured.get_ylabel() == "mJ per image" and analytical.get_ylabel().startswith("\u00b5J per image")
+    ratio = e["measured"]["ratio_to_analytical"]
+    assert any(f"Why measured is {ratio:,.0f}x analytical" in t.get_text() for t in fig.texts)
+
+
+def test_untrained_model_is_near_chance_warning_and_exit_4(model, tmp_path, capsys):
+    """Random weights, bit-exact on the board but wrong about the labels: the run says top-1
+    is near chance and exits 4 (docs/harness.md), not 0."""
+    b = board(tmp_path)
+    report = tmp_path / "random.json"
+    try:
+        rc = main(harness_args(b.path, model, report, 20))
+    finally:
+        b.close()
+    out = capsys.readouterr()
+    r = json.loads(report.read_text())
+    s = r["summary"]
+    assert rc == 4, out.err
+    assert s["bit_exact"] == 20 and s["labelled"] == 20 and s["top1_check"]["verdict"] == "near-chance"
+    assert s["accuracy_board"] < 0.15
+    assert "bit-exact: 20/20" in out.out
+    assert (f"warning: top-1 on the board is {100 * s['accuracy_board']:.1f}% over 20 labelled images, "
+            "near chance (10.0% for 10 classes; below 15.0% counts as near chance)") in out.err
+    # the model file records no data set: the 28x28 grey default, and the classes by position
+    assert r["images"]["dataset"] == "fashion-mnist" and r["images"]["classes_matched"] == "by position"
+    assert "default" in r["images"]["chosen_by"]
 
 
 def _run_cli(args, **kw):
@@ -350,3 +403,136 @@ def test_memory_error_on_resume_says_reset(model, tmp_path, capsys):
         assert "(0 of 2 images done)" in err
     r = json.loads(report.read_text())
     assert r["status"] == "failed" and r["resumed"] == 1 and r["results"] == []
+
+
+# ------------------------------------------------------------------ an RGB model and your own images
+
+CLASSES = ["left", "right", "top"]
+
+
+def rgb_model(path, data_dir=None, seed=1234):
+    """A tiny 3-channel model (8x8 input, 3 classes named like test_folder_dataset's shape
+    folders), random weights; its metadata records the folder data set at data_dir, as
+    `butterflyvit pack --dataset folder --data DIR` does."""
+    from test_intmodel import TINY_MEAN, TINY_RANGES, TINY_STD, tiny_config, tiny_params
+
+    from butterflyvit.modelfile import write_model
+    from butterflyvit.quantize import build_integer_model
+
+    cfg = tiny_config(in_channels=3, num_classes=3)
+    extra = {"calibration": {"dataset": "folder", "split": "train", "seed": 0, "data": str(data_dir)},
+             "source": {"dataset": "folder"}} if data_dir else None
+    arrays, meta = build_integer_model(cfg, tiny_params(cfg, seed), TINY_RANGES, [TINY_MEAN] * 3,
+                                       [TINY_STD] * 3, CLASSES, extra)
+    write_model(path, arrays, meta)
+    return path
+
+
+def test_rgb_model_gets_rgb565_frames_of_its_own_folder_data_set(tmp_path, capsys):
+    """A 3-channel model packed on a folder data set: the harness sends that folder's test
+    split (the hash split, fitted to 8x8) as RGB565 frames, bit-exact, labels by class name.
+    Fewer images than asked for: all of them, said so; too few labels for a verdict: exit 0."""
+    from test_folder_dataset import make_folder
+
+    from butterflyvit.data import load_folder
+
+    photos = make_folder(tmp_path / "photos", per_class=15)
+    model = rgb_model(tmp_path / "rgb.bvit", photos)
+    want = load_folder(photos, image_size=8, cache_dir=tmp_path / "cache").test
+    b = board(tmp_path)
+    report = tmp_path / "rgb.json"
+    try:
+        rc = main(harness_args(b.path, model, report, 20, "--cache-dir", str(tmp_path / "cache")))
+    finally:
+        b.close()
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    r = json.loads(report.read_text())
+    n = len(want)
+    assert 0 < n < 20
+    assert f"the folder test split holds {n} image(s) from image 0: sending {n}, not 20" in out.err
+    assert r["images"]["dataset"] == "folder" and r["images"]["data"] == str(photos)
+    assert r["images"]["classes"] == CLASSES and r["images"]["classes_matched"] == "by name"
+    assert [x["label"] for x in r["results"]] == want.labels.tolist()
+    assert {(x["format"], x["width"], x["height"]) for x in r["results"]} == {("RGB565", 8, 8)}
+    assert r["summary"]["bit_exact"] == n and all(x["logits_board"] == x["logits_host"] for x in r["results"])
+    # the host's logits are those of the data set's pixels sent as RGB565
+    from butterflyvit.intmodel import IntModel, rgb_to_rgb565
+    ref = IntModel.load(model)
+    first = want.images[0].numpy().transpose(1, 2, 0)
+    host = ref.forward_frame(rgb_to_rgb565(first), 8, 8, "RGB565")
+    assert r["results"][0]["logits_host"] == [int(v) for v in host.logits]
+    assert r["summary"]["top1_check"]["verdict"] == "too-few-labels"
+    assert "fewer than 20 labelled images: no near-chance check" in out.out
+    # the plot of a handful of images: one dot per image, no histogram
+    fig = plot_report(r, tmp_path / "few.png")
+    dist = fig.axes[1]
+    assert dist.get_title().startswith(f"latency of each image ({n} images")
+    assert not dist.patches and len(dist.lines[0].get_xdata()) == n
+
+
+def test_images_from_folder_labelled_and_not(tmp_path, capsys):
+    """--images-from DIR: class folders (labels by name), loose images (no label), any size
+    and format, fitted to the model's 8x8 and sent as RGB565, bit-exact."""
+    from test_folder_dataset import shape_image
+
+    mine = tmp_path / "mine"
+    for cls in ("left", "top"):
+        (mine / cls).mkdir(parents=True)
+        for i in range(2):
+            shape_image(cls, i, (40, 30)).save(mine / cls / f"{cls}{i}.png")
+    shape_image("right", 9, (17, 23)).save(mine / "loose.jpg")
+    model = rgb_model(tmp_path / "rgb.bvit")          # records no data set: --images-from needs none
+    b = board(tmp_path)
+    report = tmp_path / "mine.json"
+    try:
+        rc = main(harness_args(b.path, model, report, 20, "--images-from", str(mine)))
+    finally:
+        b.close()
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    r = json.loads(report.read_text())
+    assert r["images"]["source"] == "images-from" and r["images"]["labelled"] == 4
+    assert [(x["file"], x["label"]) for x in r["results"]] == [
+        ("loose.jpg", None), ("left/left0.png", 0), ("left/left1.png", 0),
+        ("top/top0.png", 2), ("top/top1.png", 2)]
+    assert {(x["format"], x["width"], x["height"]) for x in r["results"]} == {("RGB565", 8, 8)}
+    assert r["summary"]["bit_exact"] == 5 and r["summary"]["labelled"] == 4
+    assert "top-1: board" in out.out and "labels of 4 of the 5 images" in out.out
+
+
+def test_image_source_errors(tmp_path, capsys):
+    """One line each, naming what is missing and what to give."""
+    model = rgb_model(tmp_path / "nodata.bvit")
+    args = harness_args("/dev/null", model, tmp_path / "x.json", 2)
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {model} records no data set it was calibrated on: give --dataset NAME "
+                   "(and --data PATH) or --images-from DIR")
+    gone = rgb_model(tmp_path / "gone.bvit", tmp_path / "moved-away")
+    assert main(harness_args("/dev/null", gone, tmp_path / "x.json", 2)) == 1
+    err = capsys.readouterr().err
+    assert "cannot load the model's test images, data set 'folder'" in err and "moved-away" in err
+    assert err.strip().endswith("give --data PATH or --images-from DIR") and len(err.strip().splitlines()) == 1
+    (tmp_path / "odd" / "cats").mkdir(parents=True)
+    from test_folder_dataset import shape_image
+    shape_image("left", 0, (8, 8)).save(tmp_path / "odd" / "cats" / "a.png")
+    assert main(args + ["--images-from", str(tmp_path / "odd")]) == 1
+    assert "'cats' is not one of the model's classes (left, right, top)" in capsys.readouterr().err
+    assert main(args + ["--images-from", str(tmp_path / "nowhere")]) == 1
+    assert f"--images-from {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    # an RGB model given Fashion-MNIST: the shapes are named, nothing is sent
+    assert main(args + ["--dataset", "fashion-mnist"]) == 1
+    assert "has 1x28x28 images" in capsys.readouterr().err
+    # resuming a report that sent other images
+    import hashlib
+    (tmp_path / "r.json").write_text(json.dumps({
+        "model": {"sha256": hashlib.sha256(model.read_bytes()).hexdigest()}, "board": {"name": "unix"},
+        "images": {"source": "dataset", "dataset": "folder", "first": 0}, "results": []}))
+    mine = tmp_path / "ok" / "left"
+    mine.mkdir(parents=True)
+    shape_image("left", 0, (8, 8)).save(mine / "a.png")
+    assert main(harness_args("/dev/null", model, tmp_path / "r.json", 1, "--resume", "--images-from",
+                             str(tmp_path / "ok"))) == 1
+    assert f"cannot resume: {tmp_path / 'r.json'} sent other images (source dataset, dataset folder)" \
+        in capsys.readouterr().err

@@ -51,6 +51,32 @@ def test_cli_plot_writes_png(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_tells_the_counts_apart_and_labels_ratios(tmp_path):
+    """The paper's count and the full count of the standard MoE coincide on a log axis: they
+    differ in marker, fill and line style; every sweep point carries its ratio; the axes
+    have byte units."""
+    from butterflyvit.memory import _ratio, plot
+
+    cfg = ModelConfig(dim=256, ffn_dim=1024, depth=7, num_experts=64, butterfly_stages=4)
+    comp, rows, prow = compare(cfg), sweep(cfg), paper_sweep()
+    fig = plot(tmp_path / "m.png", {"compare": comp, "sweep": rows, "paper_sweep": prow})
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    parts, ffn = fig.axes
+    lines = {ln.get_label(): ln for ln in ffn.lines}
+    paper = lines["paper count: standard MoE experts (fp32 weights)"]
+    full = lines["full count: standard MoE FFN (+ biases)"]
+    assert (paper.get_marker(), paper.get_linestyle()) != (full.get_marker(), full.get_linestyle())
+    assert paper.get_markerfacecolor() == "none" and paper.get_markersize() > 2 * full.get_markersize()
+    labels = [t.get_text() for t in ffn.texts]
+    assert [_ratio(r["ratio"]) for r in prow] == labels[:5] and "354x" in labels
+    assert [_ratio(r["expert_ratio"]) for r in rows] == labels[5:]
+    assert "bytes" in ffn.get_ylabel() and ffn.get_xlabel() == "experts per layer"
+    assert [t.get_text() for t in ffn.get_xticklabels()] == ["8", "16", "32", "64", "128"]
+    assert "1 GB" in [ffn.yaxis.get_major_formatter()(v, 0) for v in ffn.get_yticks()]
+    assert "bytes" in parts.get_xlabel() and f"({_ratio(comp['total_ratio'])} smaller)" in parts.get_title()
+    assert [t.get_text() for t in parts.texts] == [f"{_ratio(comp['expert_ratio'])} smaller"]   # only experts differ
+
+
 @pytest.mark.parametrize("ffn", ["butterfly", "moe", "dense"])
 @pytest.mark.parametrize("shape", [dict(dim=64, ffn_dim=256, butterfly_stages=4),
                                    dict(dim=12, ffn_dim=20, butterfly_stages=2, heads=2)])

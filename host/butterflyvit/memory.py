@@ -265,49 +265,94 @@ def format_sweep(rows: list) -> str:
     return "\n".join(lines)
 
 
-def plot(path, report: dict) -> None:
-    """Two panels: bytes per part (this model vs standard MoE), and memory vs experts."""
+def _short(n: float) -> str:
+    """An axis tick in decimal units: 100 KB, 2.5 MB, 1 GB."""
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= k:
+            return f"{n / k:g} {unit}"
+    return f"{n:g} B"
+
+
+def _ratio(r: float) -> str:
+    return f"{r:,.0f}x" if r >= 10 else f"{r:.1f}x"
+
+
+def plot(path, report: dict):
+    """Two panels: bytes per part (this model vs standard MoE, the ratio of each part), and
+    feed-forward memory vs experts per layer (the paper's count and the full count, the
+    standard-MoE / ButterflyViT ratio written at every point). Returns the figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
+    byte_ticks = FuncFormatter(lambda v, _: _short(v))
     comp = report.get("compare")
     if comp:
         groups = ["embedding", "attention", "norms", "router", "experts", "head"]
         mine = {g: sum(p["bytes"] for p in comp["model"]["parts"] if p["group"] == g) for g in groups}
         std = {g: sum(p["bytes"] for p in comp["standard_moe"]["parts"] if p["group"] == g) for g in groups}
         y = range(len(groups))
-        ax1.barh([i + 0.2 for i in y], [std[g] or 0.1 for g in groups], 0.4, label="standard MoE (fp32 experts)")
-        ax1.barh([i - 0.2 for i in y], [mine[g] or 0.1 for g in groups], 0.4,
+        ax1.barh([i + 0.2 for i in y], [std[g] or 0.1 for g in groups], 0.4, color="tab:red",
+                 label="standard MoE (fp32 experts)")
+        ax1.barh([i - 0.2 for i in y], [mine[g] or 0.1 for g in groups], 0.4, color="tab:green",
                  label=f"this model ({comp['model']['kind']})")
+        for i, g in zip(y, groups):      # the ratio of a part that differs, beside its bars
+            if mine[g] and std[g] != mine[g]:
+                ax1.annotate(f"{_ratio(std[g] / mine[g])} smaller", (max(std[g], mine[g]), i),
+                             xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
         ax1.set_yticks(list(y), groups)
         ax1.set_xscale("log")
-        ax1.set_xlabel("bytes (log)")
+        ax1.xaxis.set_major_formatter(byte_ticks)
+        ax1.set_xlim(right=ax1.get_xlim()[1] * 30)     # room for the ratio labels
+        ax1.set_xlabel("stored bytes (log scale; 1 KB = 1000 bytes)")
         ax1.set_title(f"every stored byte: {human(comp['model']['total_bytes'])} vs "
-                      f"{human(comp['standard_moe']['total_bytes'])}")
+                      f"{human(comp['standard_moe']['total_bytes'])} ({_ratio(comp['total_ratio'])} smaller)")
         ax1.legend(loc="lower right", fontsize=8)
     else:
         ax1.axis("off")
     rows = report.get("sweep") or []
     prow = report.get("paper_sweep") or []
+    # The paper's count and the full count of the standard MoE differ only by the experts'
+    # biases (under 0.3%): on a log axis they coincide, so the two are told apart by style
+    # (big hollow markers, solid line / small filled ones, dotted line), not by position.
     if prow:
         e = [r["experts"] for r in prow]
-        ax2.plot(e, [r["standard_bytes"] for r in prow], "o-", label="paper: standard MoE experts")
-        ax2.plot(e, [r["butterfly_bytes"] for r in prow], "s-", label="paper: ButterflyViT experts")
-        ax2.plot(e, [r["with_fp32_projection_bytes"] for r in prow], "^--",
+        ax2.plot(e, [r["standard_bytes"] for r in prow], "o-", color="tab:red", mfc="none", ms=12, lw=2.5,
+                 alpha=0.6, label="paper count: standard MoE experts (fp32 weights)")
+        ax2.plot(e, [r["butterfly_bytes"] for r in prow], "s-", color="tab:green", mfc="none", ms=11,
+                 lw=2.5, alpha=0.6,
+                 label="paper count: ButterflyViT experts (W_in trits + angles); green: ratio")
+        ax2.plot(e, [r["with_fp32_projection_bytes"] for r in prow], "^--", color="tab:olive",
                  label="paper count + fp32 shared W_out")
+        for r in prow:
+            ax2.annotate(_ratio(r["ratio"]), (r["experts"], r["butterfly_bytes"]), xytext=(0, -16),
+                         textcoords="offset points", ha="center", fontsize=8, color="darkgreen")
     if rows:
         e = [r["experts"] for r in rows]
-        ax2.plot(e, [r["standard_expert_bytes"] for r in rows], "o:", label="full: standard MoE FFN")
-        ax2.plot(e, [r["model_expert_bytes"] for r in rows], "s:", label="full: this model's FFN")
-    ax2.set_xscale("log", base=2)
-    ax2.set_yscale("log")
+        ax2.plot(e, [r["standard_expert_bytes"] for r in rows], "o:", color="black", ms=4, lw=1.2,
+                 label="full count: standard MoE FFN (+ biases)")
+        ax2.plot(e, [r["model_expert_bytes"] for r in rows], "D:", color="tab:purple", ms=5, lw=1.2,
+                 label="full count: this model's FFN (+ shared W_out, scales, bias); purple: ratio")
+        for r in rows:
+            ax2.annotate(_ratio(r["expert_ratio"]), (r["experts"], r["model_expert_bytes"]), xytext=(0, 9),
+                         textcoords="offset points", ha="center", fontsize=8, color="tab:purple")
+    if prow or rows:
+        ax2.set_xscale("log", base=2)
+        ticks = sorted({r["experts"] for r in prow + rows})
+        ax2.set_xticks(ticks, [str(t) for t in ticks])
+        ax2.minorticks_off()
+        ax2.set_yscale("log")
+        ax2.yaxis.set_major_formatter(byte_ticks)
+        low = min([r["butterfly_bytes"] for r in prow] + [r["model_expert_bytes"] for r in rows])
+        ax2.set_ylim(bottom=low / 2.5)      # room for the ratio labels under the lowest line
     ax2.set_xlabel("experts per layer")
-    ax2.set_ylabel("bytes (log)")
-    ax2.set_title("feed-forward memory vs number of experts")
-    ax2.legend(fontsize=8)
-    ax2.grid(True, which="both", alpha=0.3)
+    ax2.set_ylabel("feed-forward bytes, all layers (log scale)")
+    ax2.set_title("feed-forward memory vs experts; labels: standard MoE / ButterflyViT")
+    ax2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    ax2.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig

@@ -3,14 +3,16 @@
     report = run_harness(HarnessOptions(port="/dev/ttyACM0", board="rp2040-pico",
                                         model="models/pico-fmnist.bvit", images=50))
 
-Steps: read the model (host reference: IntModel) and N Fashion-MNIST test images (images.py);
+Steps: read the model (host reference: IntModel) and N test images: the test split of the
+model's own data set, or the user's files (--images-from; images.py);
 connect to the board's raw REPL; copy the device code and the model where the board's copies
 are missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
 with the model; send each image as a raw frame and read back one checked line (integer
 logits, ticks_us of the forward, heap); compare with the host's logits bit for bit (an image
 that differs is run once more before it counts). After every image the report (report.py)
 is rewritten, so a board that dies leaves a partial report and `--resume` continues where it
-stopped. At the end: latency statistics, energy two ways and a PNG plot.
+stopped. At the end: the board's top-1 against the labels (near chance is a warning),
+latency statistics, energy two ways and a PNG plot.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from . import files as F
 from . import protocol as P
 from . import report as R
-from .images import FASHION_MNIST_DIR, frame_for, load_test_images
+from .images import frame_for, load_dataset_images, load_folder_images
 from .transport import BoardDisconnected, BoardException, HarnessError, RawRepl
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,7 +43,10 @@ class HarnessOptions:
     plot: str | None = None              # default: the report's name with .png
     resume: bool = False
     first: int = 0                       # index of the first test image
-    data: str | None = None              # Fashion-MNIST folder (IDX files)
+    dataset: str | None = None           # data set (default: the one the model file records)
+    data: str | None = None              # where that data set is (butterflyvit.data's --data)
+    images_from: str | None = None       # your own images: DIR/<class>/<image> and/or DIR/<image>
+    cache_dir: str | None = None         # decoded-image cache (CIFAR-10, folder data sets)
     baud: int = 115200
     timeout: float = 60.0                # seconds the board may stay silent per step
     remote_dir: str = ""                 # folder on the board for bvit/, classify.py, the model
@@ -93,33 +98,48 @@ class HarnessRun:
     # ------------------------------------------------------------------ the steps
 
     def run(self) -> dict:
+        self.test = self.load_images()
         self.report = self.open_report()
         todo = self.images_to_do()
         if not todo:
             self.report["status"] = "complete"
             return self.finish()
-        images, labels = load_test_images(self.o.first, self.count, self.o.data)
         try:
             self.connect()
             self.copy_files()
             self.start_agent()
-            self.classify_all(todo, images, labels)
+            self.classify_all(todo)
         except (HarnessError, OSError) as exc:
             self.fail(exc)
         finally:
             self.disconnect()
         return self.finish()
 
+    def load_images(self):
+        """The images this run can send (images.py): --images-from, else a data set's test split."""
+        o = self.o
+        if o.images_from:
+            if o.dataset or o.data:
+                raise HarnessError("--images-from DIR sends your own images: leave out --dataset/--data")
+            test = load_folder_images(o.images_from, self.ref.meta, self.cfg)
+        else:
+            test = load_dataset_images(self.model_path, self.ref.meta, self.cfg, o.dataset, o.data,
+                                       o.cache_dir)
+        if not 0 <= o.first < len(test):
+            raise HarnessError(f"--first {o.first}: {_where(test.source)} holds {len(test)} image(s) "
+                               f"(0..{len(test) - 1})")
+        return test
+
     def open_report(self) -> dict:
         """The report this run writes: the one to resume, or a new one."""
         o, path = self.o, self.report_path
         if o.resume and path.is_file():
-            report = R.resumed_report(path, self.model_bytes, self.board, o.first)
+            report = R.resumed_report(path, self.model_bytes, self.board, o.first, self.test.source)
         else:
             if o.resume:
                 self.log(f"no report {path} to resume: starting afresh")
             report = R.new_report(o, self.board, self.model_path, self.model_bytes, self.cfg,
-                                  self.remote_model, o.data or FASHION_MNIST_DIR)
+                                  self.remote_model, self.test.source)
         report.update(port=o.port, status="running", error=None, updated=R.now())
         return report
 
@@ -128,7 +148,11 @@ class HarnessRun:
         image it holds: the run covers at least those."""
         o, report = self.o, self.report
         done = {r["index"] for r in report["results"]}
-        self.count = max([o.images] + [i - o.first + 1 for i in done])
+        left = len(self.test) - o.first
+        if o.images > left and not done:
+            self.log(f"{_where(self.test.source)} holds {left} image(s) from image {o.first}: "
+                     f"sending {left}, not {o.images}")
+        self.count = max([min(o.images, left)] + [i - o.first + 1 for i in done])
         report["images"]["count"] = self.count
         todo = [o.first + j for j in range(self.count) if o.first + j not in done]
         if o.resume and "resumed" in report:
@@ -229,14 +253,14 @@ class HarnessRun:
                  f"backend {setup['backend']}")
         R.save(self.report, self.report_path)
 
-    def classify_all(self, todo, images, labels):
+    def classify_all(self, todo):
         o = self.o
         self.stage = "classifying"
         done = len(self.report["results"])
         bar = _image_bar(self.count, done) if o.progress else None
         for idx in todo:
             self.current = idx
-            entry = self.classify_image(idx, images[idx - o.first], int(labels[idx - o.first]))
+            entry = self.classify_image(idx)
             self.report["results"].append(entry)
             R.save(self.report, self.report_path)
             if bar:
@@ -249,17 +273,20 @@ class HarnessRun:
         self.report["results"].sort(key=lambda r: r["index"])
         self.report["status"] = "complete"
 
-    def classify_image(self, idx, image, label) -> dict:
-        """One image on the board and on the host: the report's entry for it. A checked line
-        that differs from the host is run once more before it counts, so that a one-off fault
-        (a glitch, a brown-out) is told from a real one."""
-        buf, w, h, fmt = frame_for(image, self.cfg.in_channels)
+    def classify_image(self, idx) -> dict:
+        """Test image idx on the board and on the host: the report's entry for it. A checked
+        line that differs from the host is run once more before it counts, so that a one-off
+        fault (a glitch, a brown-out) is told from a real one."""
+        test = self.test
+        buf, w, h, fmt = frame_for(test.pixels[idx])
         host = self.ref.forward_frame(buf, w, h, fmt)
         hl = [int(v) for v in host.logits]
         call = P.classify_call(idx, buf, w, h, fmt)
         classes, timeout = self.cfg.num_classes, self.o.timeout
         r, resends = P.classify_on_board(self.repl, idx, call, classes, timeout)
-        entry = {"index": idx, "label": label, "format": fmt, "width": w, "height": h}
+        entry = {"index": idx, "label": test.labels[idx], "format": fmt, "width": w, "height": h}
+        if test.names:
+            entry["file"] = test.names[idx]
         if r["logits"] != hl:
             entry["rerun"] = True
             entry["first_try"] = {"logits_board": r["logits"], "us": r["us"]}
@@ -304,6 +331,13 @@ class HarnessRun:
 
     def finish(self) -> dict:
         return R.finish(self.report, self.report_path, self.plot_path, self.board, self.cfg, self.o.power_w)
+
+
+def _where(source: dict) -> str:
+    """Where the images came from, in words: 'the fashion-mnist test split', 'photos/'."""
+    if source["source"] == "images-from":
+        return f"--images-from {source['folder']}"
+    return f"the {source['dataset']} test split"
 
 
 def memory_advice(o: HarnessOptions, board, detail: str) -> str:
