@@ -1,31 +1,89 @@
-# Frames for the classifier: from memory, from raw frame files, from camera drivers.
+# Frames for the classifier from cameras, and the live loop.
 #
-# Frames (bvit.frames: Frame for a buffer in RAM, FrameFile / frame_file for a raw file
-# read row by row) have .width, .height, .format and .row(y). Camera adapters:
+# A camera adapter has .capture() -> frame (bvit.frames: .width, .height, .format, .row(y)),
+# .describe() -> one line saying what it delivers, and .close():
 #
-#     Esp32Camera(cam)                   the ESP32 camera driver: Camera().capture()
-#     OpenMVSensor(sensor)               OpenMV-style sensor.snapshot()
-#     FileCamera([paths], size)          frame files in turn, like a camera (tests, no camera)
+#     Esp32Camera(cam=None, pixel_format, frame_size, **camera_args)
+#                                 the ESP32 camera driver (`camera` module): Camera().capture()
+#     OpenMVSensor(sensor=None, pixel_format, frame_size)
+#                                 OpenMV-style `sensor` module: reset, set_pixformat,
+#                                 set_framesize, skip_frames, then snapshot()
+#     FileCamera(paths, size)     frame files in turn, like a camera (tests; no camera)
 #
-# A camera adapter has .capture() -> frame; live(classifier, camera) is the
-# grab -> classify -> print loop.
+# live(net, cam, ...) is the grab -> classify -> print loop; save_frame() writes the last
+# frame as a frame file the host reads (butterflyvit classify / frame).
 
 from .frames import Frame, frame_file
+
+# Frame sizes by driver name, (width, height): the ones a model's input is picked from.
+ESP32_SIZES = {"R96X96": (96, 96), "R128x128": (128, 128), "QQVGA": (160, 120),
+               "QCIF": (176, 144), "HQVGA": (240, 176), "R240X240": (240, 240), "QVGA": (320, 240)}
+OPENMV_SIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480)}
+FORMATS = ("GRAYSCALE", "RGB565")
+EXT = {"GRAYSCALE": ".gray", "RGB565": ".rgb565"}
+
+
+def model_pixel_format(channels):
+    """The frame format a model takes: RGB565 for colour (3 channels), else GRAYSCALE."""
+    return "RGB565" if channels == 3 else "GRAYSCALE"
+
+
+def covering_size(sizes, side):
+    """The name of the smallest frame size whose shorter side is at least `side` (the
+    model's input; the classifier crops the centre square), else the largest."""
+    best = None
+    for name, (w, h) in sizes.items():
+        if best is None:
+            best = name
+        bw, bh = sizes[best]
+        fits, best_fits = min(w, h) >= side, min(bw, bh) >= side
+        if (fits and (not best_fits or w * h < bw * bh)) or (not fits and not best_fits and w * h > bw * bh):
+            best = name
+    return best
+
+
+def _constant(holder, name, what):
+    """holder.NAME (a driver constant) or a ValueError naming what was wanted."""
+    v = getattr(holder, name, None)
+    if v is None:
+        raise ValueError("%s %r: the camera driver has no such constant" % (what, name))
+    return v
+
+
+class _ByteRows(Frame):
+    """A frame whose buffer reads as signed bytes (the ESP32 driver hands over a
+    memoryview of type 'b'): each row is copied into a bytearray when read, so pixels
+    are 0..255. Only the rows the resize needs are copied."""
+
+    def __init__(self, buf, width, height, fmt):
+        Frame.__init__(self, buf, width, height, fmt)
+        self._row = bytearray(self.stride)
+
+    def row(self, y):
+        a = y * self.stride
+        self._row[:] = self.buf[a:a + self.stride]
+        return self._row, 0
+
 
 class FileCamera:
     """Frame files in turn (repeating), with the camera interface."""
 
-    def __init__(self, paths, size):
+    def __init__(self, paths, size=None):
         if isinstance(paths, str):
             paths = [paths]
         self.paths = list(paths)
+        if not self.paths:
+            raise ValueError("FileCamera: no frame files")
         self.size = size
         self._i = 0
         self._open = None
 
+    def describe(self):
+        return "%d frame file%s (%s...)" % (len(self.paths), "" if len(self.paths) == 1 else "s",
+                                            self.paths[0])
+
     def capture(self):
-        if self._open is not None:
-            self._open.close()
+        self.close()
         p = self.paths[self._i % len(self.paths)]
         self._i += 1
         self._open = frame_file(p, self.size)
@@ -37,30 +95,53 @@ class FileCamera:
             self._open = None
 
 
+def folder_camera(path):
+    """A FileCamera over the frame files (*.gray, *.rgb565, named NAME_WxH.ext) of a
+    folder, in name order."""
+    import os
+    from .frames import EXTENSIONS
+    names = sorted(n for n in os.listdir(path) if n[n.rfind("."):].lower() in EXTENSIONS)
+    if not names:
+        raise ValueError("%s: no frame files (NAME_WxH.gray or NAME_WxH.rgb565) in this folder" % path)
+    return FileCamera([path.rstrip("/") + "/" + n for n in names])
+
+
 class Esp32Camera:
     """The ESP32 camera driver for MicroPython (`from camera import Camera`,
-    github.com/cnadler86/micropython-camera-API): GRAYSCALE or RGB565 frames, big-endian
-    RGB565 as the esp32-camera driver leaves them. `cam`: a Camera object, or None to make
-    one with Camera(pixel_format=..., frame_size=...) (defaults: GRAYSCALE, 96x96)."""
+    github.com/cnadler86/micropython-camera-API). `cam`: a Camera object already set up,
+    or None to make one: Camera(pixel_format=PixelFormat.<pixel_format>,
+    frame_size=FrameSize.<frame_size>, **camera_args) (camera_args: the board's pins
+    on a generic firmware; a board firmware knows them). pixel_format "GRAYSCALE" or
+    "RGB565"; frame_size a FrameSize name ("R96X96", "QQVGA", ...). RGB565 comes
+    big-endian, as the esp32-camera driver leaves it."""
 
-    def __init__(self, cam=None, pixel_format="GRAYSCALE", frame_size=None):
+    NAME = "ESP32 camera driver"
+
+    def __init__(self, cam=None, pixel_format="GRAYSCALE", frame_size="R96X96", **camera_args):
         import camera
         self._mod = camera
+        self.setup = None
         if cam is None:
-            kw = {"pixel_format": getattr(camera.PixelFormat, pixel_format)}
-            kw["frame_size"] = frame_size if frame_size is not None else camera.FrameSize.R96X96
-            cam = camera.Camera(**kw)
+            if pixel_format not in FORMATS:
+                raise ValueError("pixel_format %r: use GRAYSCALE or RGB565" % (pixel_format,))
+            pf = _constant(camera.PixelFormat, pixel_format, "pixel_format")
+            fs = _constant(camera.FrameSize, frame_size, "frame_size")
+            cam = camera.Camera(pixel_format=pf, frame_size=fs, **camera_args)
+            self.setup = "%s at %s" % (pixel_format, frame_size)
         self.cam = cam
 
+    def describe(self):
+        return self.NAME + (": " + self.setup if self.setup else "")
+
     def _get(self, name):
+        # the driver's read-only properties; older releases have get_NAME() methods
         v = getattr(self.cam, name, None)
         if v is None:
             v = getattr(self.cam, "get_" + name)
         return v() if callable(v) else v
 
     def capture(self):
-        cam = self.cam
-        buf = cam.capture()
+        buf = self.cam.capture()
         if buf is None:
             raise OSError("camera: no frame (is it initialised?)")
         pf = self._get("pixel_format")
@@ -71,7 +152,7 @@ class Esp32Camera:
             fmt = "RGB565"
         else:
             raise ValueError("camera pixel format %r: use PixelFormat.GRAYSCALE or RGB565" % pf)
-        return Frame(buf, self._get("pixel_width"), self._get("pixel_height"), fmt)
+        return _ByteRows(buf, self._get("pixel_width"), self._get("pixel_height"), fmt)
 
     def close(self):
         free = getattr(self.cam, "free_buffer", None)
@@ -80,16 +161,36 @@ class Esp32Camera:
 
 
 class OpenMVSensor:
-    """OpenMV-style `sensor` module: sensor.snapshot() gives an image with width(),
-    height(), format() and bytearray(). OpenMV keeps RGB565 pixels as native 16-bit words
-    (little-endian on its Arm chips), hence byteswap=True by default; pass byteswap=False
-    for a port that stores them big-endian. `sensor`: the module, or None to import it."""
+    """OpenMV-style `sensor` module. With pixel_format (GRAYSCALE / RGB565) the sensor is
+    set up: reset(), set_pixformat, set_framesize(frame_size, e.g. "QQVGA"),
+    skip_frames(time=2000) while it settles; with pixel_format=None it is used as it is
+    (a script that set it up itself). snapshot() gives an image with width(), height(),
+    format() and bytearray(). OpenMV keeps RGB565 pixels as native 16-bit words
+    (little-endian on its Arm chips), hence byteswap=True; byteswap=False for a port
+    that stores them big-endian. `sensor`: the module, or None to import it."""
 
-    def __init__(self, sensor=None, byteswap=True):
+    NAME = "OpenMV sensor"
+
+    def __init__(self, sensor=None, pixel_format=None, frame_size="QQVGA", byteswap=True,
+                 settle_ms=2000):
         if sensor is None:
             import sensor
         self.sensor = sensor
         self.byteswap = byteswap
+        self.setup = None
+        if pixel_format is not None:
+            if pixel_format not in FORMATS:
+                raise ValueError("pixel_format %r: use GRAYSCALE or RGB565" % (pixel_format,))
+            pf = _constant(sensor, pixel_format, "pixel_format")
+            fs = _constant(sensor, frame_size, "frame_size")
+            sensor.reset()
+            sensor.set_pixformat(pf)
+            sensor.set_framesize(fs)
+            sensor.skip_frames(time=settle_ms)
+            self.setup = "%s at %s" % (pixel_format, frame_size)
+
+    def describe(self):
+        return self.NAME + (": " + self.setup if self.setup else "")
 
     def capture(self):
         s = self.sensor
@@ -104,19 +205,61 @@ class OpenMVSensor:
         return Frame(img.bytearray(), img.width(), img.height(), fmt,
                      byteswap=self.byteswap and fmt == "RGB565")
 
+    def close(self):
+        pass
 
-def live(net, cam, top_k=3, frames=0, out=print):
-    """grab -> classify -> print the top-k classes and the frame rate; frames=0: forever."""
+
+def save_frame(frame, stem):
+    """Write a frame as the raw frame file STEM_WxH.gray / .rgb565 (RGB565 big-endian,
+    whatever the camera's byte order), row by row; returns the file name."""
+    path = "%s_%dx%d%s" % (stem, frame.width, frame.height, EXT[frame.format])
+    n = frame.width * (1 if frame.format == "GRAYSCALE" else 2)
+    with open(path, "wb") as f:
+        for y in range(frame.height):
+            row, r0 = frame.row(y)
+            f.write(memoryview(row)[r0:r0 + n])
+    return path
+
+
+def _kb(n):
+    return "%.1f KB" % (n / 1024)
+
+
+def live(net, cam, top_k=3, frames=0, out=print, save=None, print_logits=False):
+    """grab -> classify -> one line a frame: the top-k classes with their scores, the
+    frame's ms (camera ms), the heap in use and free, the frames per second so far.
+    frames=0: until Ctrl-C. save: a file name stem: when the loop ends (after `frames`,
+    or at Ctrl-C) the last frame is written as STEM_WxH.ext, with its logits, to
+    classify on the host and compare. Returns the frames classified."""
+    import gc
     from .timing import ticks_ms, ticks_diff
     n = 0
-    t0 = ticks_ms()
-    while frames <= 0 or n < frames:
-        frame = cam.capture()
-        logits = net.classify_frame(frame)
-        n += 1
-        dt = ticks_diff(ticks_ms(), t0)
-        top = net.top(logits, top_k)
-        probs = net.probabilities(logits)
-        out("%d: %s  (%.2f fps)" % (n, ", ".join("%s %.2f" % (net.classes[i], probs[i]) for i, _ in top),
-                                    n * 1000 / dt if dt > 0 else 0.0))
+    frame = logits = None
+    t_start = ticks_ms()
+    try:
+        while frames <= 0 or n < frames:
+            frame = logits = None           # a capture may hand the last buffer back
+            t0 = ticks_ms()
+            frame = cam.capture()
+            t1 = ticks_ms()
+            logits = net.classify_frame(frame)
+            t2 = ticks_ms()
+            n += 1
+            total = ticks_diff(t2, t_start)
+            probs = net.probabilities(logits)
+            top = ", ".join("%s %.2f" % (net.classes[i], probs[i]) for i, _ in net.top(logits, top_k))
+            out("frame %d: %s | %d ms (camera %d ms) | heap %s used, %s free | %.2f fps"
+                % (n, top, ticks_diff(t2, t0), ticks_diff(t1, t0), _kb(gc.mem_alloc()),
+                   _kb(gc.mem_free()), n * 1000 / total if total > 0 else 0.0))
+            if print_logits:
+                out("logits: " + " ".join(str(v) for v in logits))
+    except KeyboardInterrupt:
+        out("stopped after %d frames" % n)
+    if save and frame is not None:
+        if logits is None:                  # Ctrl-C came while it was being classified
+            logits = net.classify_frame(frame)
+        path = save_frame(frame, save)
+        out("saved the last frame as %s; its logits: %s" % (path, " ".join(str(v) for v in logits)))
+        out("compare on the host: mpremote cp :%s . && butterflyvit classify MODEL %s --json"
+            % (path, path))
     return n
