@@ -12,83 +12,8 @@ class OptionError(ValueError):
     butterflyvit; other failures exit with 1."""
 
 
-# Every option with its default (classify.py's CONFIG overrides any of them).
-DEFAULTS = {
-    "model": "model.bvit", "input": "image.gray", "size": None, "top_k": 3, "backend": "auto",
-    "weight_buffer": 4096, "verify": True, "frames": 1, "logits": False,
-    "pixel_format": None, "frame_size": None, "camera_args": None, "save": None,
-}
-# Integer options: the least value each takes.
-_INT_MIN = {"top_k": 1, "weight_buffer": 0, "frames": 0}
-_FLAGS = ("logits", "verify")
-# Options with a few accepted values (None: decided from the model and the camera).
-_CHOICES = {"pixel_format": (None, "GRAYSCALE", "RGB565"),
-            "backend": ("auto", "native", "viper", "python")}
-# --input values that are cameras: (the driver module the board needs, what it is)
-_CAMERAS = {"esp32": ("camera", "the ESP32 camera driver"), "openmv": ("sensor", "OpenMV's camera driver")}
-
-
-def _options(config):
-    defaults = dict(DEFAULTS)
-    for key in config:
-        if key not in defaults:
-            raise OptionError("CONFIG: unknown key %r (keys: %s)" % (key, ", ".join(sorted(defaults))))
-    defaults.update(config)
-    cfg = dict(defaults)
-    try:
-        import json
-        with open("classify.json") as f:
-            try:
-                extra = json.load(f)
-            except ValueError:
-                raise OptionError("classify.json: not valid JSON")
-    except OSError:
-        extra = {}
-    if not isinstance(extra, dict):
-        raise OptionError("classify.json: expected an object of options, like {\"top_k\": 5}")
-    for key in extra:
-        if key not in defaults:
-            raise OptionError("classify.json: unknown key %r (keys: %s)" % (key, ", ".join(sorted(defaults))))
-    cfg.update(extra)
-    argv = sys.argv[1:] if len(sys.argv) > 1 else []
-    i = 0
-    while i < len(argv):
-        key = argv[i].lstrip("-").replace("-", "_")
-        if key not in defaults:
-            raise OptionError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(defaults))))
-        if key == "camera_args":
-            raise OptionError("option %s: give it in classify.json (a dictionary)" % argv[i])
-        if key in _FLAGS and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
-            cfg[key] = True
-            i += 1
-            continue
-        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-            raise OptionError("option %s needs a value" % argv[i])
-        v = argv[i + 1]
-        if key in _INT_MIN:
-            try:
-                v = int(v)
-            except ValueError:
-                raise OptionError("option %s: %r is not an integer" % (argv[i], v))
-        elif key in _FLAGS:
-            v = v not in ("0", "false", "no")
-        cfg[key] = v
-        i += 2
-    for key in _INT_MIN:                    # the same checks for classify.json and CONFIG
-        v = cfg[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < _INT_MIN[key]:
-            raise OptionError("option %s (--%s) must be an integer of at least %d, got %r"
-                              % (key, key.replace("_", "-"), _INT_MIN[key], v))
-    if isinstance(cfg["pixel_format"], str):
-        cfg["pixel_format"] = cfg["pixel_format"].upper()
-    for key, allowed in _CHOICES.items():
-        if cfg[key] not in allowed:
-            raise OptionError("option %s (--%s) must be one of %s, got %r"
-                              % (key, key.replace("_", "-"), ", ".join(str(a) for a in allowed if a), cfg[key]))
-    if cfg["camera_args"] is not None and not isinstance(cfg["camera_args"], dict):
-        raise OptionError("option camera_args must be a dictionary of the camera driver's "
-                          "keyword arguments, got %r" % (cfg["camera_args"],))
-    return cfg
+# --input values that are camera drivers (bvit.live.CAMERAS); a folder of frame files is one too
+_CAMERAS = ("esp32", "openmv")
 
 
 def _is_folder(path):
@@ -97,34 +22,6 @@ def _is_folder(path):
         return os.stat(path)[0] & 0x4000 != 0
     except OSError:
         return False
-
-
-def _camera(cfg, net):
-    """The camera for --input esp32 / openmv / a folder of frame files, set up for the
-    model: its pixel format (RGB565 for a colour model) unless pixel_format says, the
-    smallest frame size that covers its input unless frame_size says. A board without
-    the driver module gets an OptionError saying so, and what to give instead."""
-    from . import camera
-    name = cfg["input"]
-    if name not in _CAMERAS:
-        return camera.folder_camera(name)
-    module, what = _CAMERAS[name]
-    try:
-        __import__(module)
-    except ImportError:
-        raise OptionError("--input %s: this board has no '%s' module (%s); use --input "
-                          "NAME.gray or NAME.rgb565, a raw frame file, or a folder of them"
-                          % (name, module, what))
-    c = net.cfg
-    fmt = cfg["pixel_format"] or camera.model_pixel_format(c["in_channels"])
-    sizes = camera.ESP32_SIZES if name == "esp32" else camera.OPENMV_SIZES
-    size = cfg["frame_size"] or camera.covering_size(sizes, c["image_size"])
-    try:
-        if name == "esp32":
-            return camera.Esp32Camera(pixel_format=fmt, frame_size=size, **(cfg["camera_args"] or {}))
-        return camera.OpenMVSensor(pixel_format=fmt, frame_size=size)
-    except (ValueError, TypeError) as e:
-        raise OptionError("--input %s: %s" % (name, e))
 
 
 def _model_source(spec):
@@ -153,15 +50,24 @@ def _frame(cfg, net):
 
 
 def main(config):
-    """Run classify.py's job with its CONFIG (any of DEFAULTS' keys), classify.json and arguments;
+    """Run classify.py's job with its CONFIG (any of bvit.options.DEFAULTS' keys),
+    classify.json and arguments;
     returns the exit status: 0; 2 after a wrong option; 1 after any other error. Each error
     is one `error...` line on stdout (all a board's REPL has)."""
     from .timing import HeapProbe, ticks_diff, ticks_ms
     try:
-        cfg = _options(config)
+        from . import options
+        cfg = options.parse(config)
     except OptionError as e:
         print("error: %s" % e)
         return 2
+    finally:                                # unloaded: its code is not needed again
+        options = None
+        sys.modules.pop("bvit.options", None)
+        try:
+            delattr(sys.modules["bvit"], "options")
+        except (KeyError, AttributeError, TypeError):
+            pass
     probe = HeapProbe(collect=True)
     stage = "loading the model"
     net = None
@@ -182,20 +88,10 @@ def main(config):
         loaded = gc.mem_alloc()
         if cfg["input"] in _CAMERAS or _is_folder(cfg["input"]):
             stage = "starting the camera"
-            cam = _camera(cfg, net)
-            from . import camera
-            print("camera: %s; the model takes %dx%d %s; %s" % (
-                cam.describe(), c["image_size"], c["image_size"],
-                camera.model_pixel_format(c["in_channels"]),
-                "Ctrl-C stops" if cfg["frames"] == 0 else "%d frames" % cfg["frames"]))
-            if c["in_channels"] == 3 and cfg["pixel_format"] == "GRAYSCALE":
-                print("note: pixel_format GRAYSCALE: this colour model will see grey frames")
+            from .live import open_camera, run
+            cam = open_camera(cfg, net)
             stage = "classifying camera frames"
-            try:
-                camera.live(net, cam, cfg["top_k"], cfg["frames"], save=cfg["save"],
-                            print_logits=cfg["logits"])
-            finally:
-                cam.close()
+            run(cfg, net, cam)
             return 0
         stage = "reading " + cfg["input"]
         t0 = ticks_ms()
@@ -226,14 +122,22 @@ def main(config):
         print("error: out of memory while %s%s (heap: %s, %s free)."
               % (stage, ": " + msg if msg else "", _kb(probe.total), _kb(gc.mem_free())))
         if "needs" not in msg:                  # say what the model needs, when it can be told
-            from .model import requirements
-            need = requirements(_model_source(cfg["model"]), cfg["weight_buffer"])
+            try:
+                from .model import requirements
+                need = requirements(_model_source(cfg["model"]), cfg["weight_buffer"])
+            except MemoryError:                 # too little even for that: the advice below
+                need = None
             if need:
                 print("This model needs %s of RAM for its buffers, besides the code; loading "
                       "it also parses %s of metadata." % (_kb(need[0]), _kb(need[1])))
-        print("Try " + ", or ".join(_memory_advice(cfg)) + ".")
+        try:
+            from .errors import memory_advice
+            print("Try " + ", or ".join(memory_advice(cfg, globals().get("__file__", ""))) + ".")
+        except MemoryError:
+            pass
     except OSError as e:
-        print("error while %s: %s" % (stage, _oserror(e, cfg, stage)))
+        from .errors import oserror
+        print("error while %s: %s" % (stage, oserror(e, cfg, stage)))
     except OptionError as e:
         print("error: %s" % e)
         return 2
@@ -243,39 +147,3 @@ def main(config):
         if net is not None:
             net.close()
     return 1
-
-
-def _memory_advice(cfg):
-    """What could make room, leaving out what is already so: a smaller weight buffer
-    (when above 2048), the package precompiled (when its sources are compiled on the
-    board) or frozen (when it is precompiled on the file system)."""
-    tips = ["a smaller model (fewer tokens, smaller dim / ffn_dim)"]
-    if cfg["weight_buffer"] > 2048:
-        tips.append('"weight_buffer": 2048')
-    here = globals().get("__file__", "")
-    if here.endswith(".mpy"):
-        tips.append("the bvit package frozen into the firmware (its code then stays in flash)")
-    else:
-        import os
-        try:
-            os.stat(here)               # a source file: compiled on the board at import
-            tips.append("the bvit package precompiled (butterflyvit mpy) or frozen into the firmware")
-        except OSError:
-            pass                        # frozen already
-    return tips
-
-
-def _oserror(e, cfg, stage):
-    try:
-        from errno import EISDIR, ENOENT
-    except ImportError:
-        EISDIR, ENOENT = 21, 2
-    if e.args and e.args[0] == EISDIR:
-        return "%r is a directory" % (cfg["model"] if stage == "loading the model" else cfg["input"])
-    # the WebAssembly port reports Emscripten's ENOENT (44) while its errno module says 2
-    if e.args and (e.args[0] == ENOENT or (e.args[0] == 44 and sys.platform == "webassembly")):
-        if stage == "loading the model":
-            return ("no model file %r on the board (copy one: mpremote cp pico-fmnist.bvit :%s)"
-                    % (cfg["model"], cfg["model"]))
-        return "no such file %r" % cfg["input"]
-    return str(e)

@@ -1,31 +1,22 @@
-# Frames for the classifier from cameras, and the live loop.
-#
-# A camera adapter has .capture() -> frame (bvit.frames: .width, .height, .format, .row(y)),
-# .describe() -> one line saying what it delivers, and .close():
+# Camera drivers as frame sources (bvit.frames: .width, .height, .format, .row(y)). An
+# adapter has .capture() -> frame, .describe() -> what it delivers, and .close():
 #
 #     Esp32Camera(cam=None, pixel_format, frame_size, **camera_args)
-#                                 the ESP32 camera driver (`camera` module): Camera().capture()
+#                         the ESP32 camera driver (`camera` module): Camera().capture()
 #     OpenMVSensor(sensor=None, pixel_format, frame_size)
-#                                 OpenMV-style `sensor` module: reset, set_pixformat,
-#                                 set_framesize, skip_frames, then snapshot()
-#     FileCamera(paths, size)     frame files in turn, like a camera (tests; no camera)
+#                         OpenMV-style `sensor` module: reset, set_pixformat, set_framesize,
+#                         skip_frames, then snapshot()
 #
-# live(net, cam, ...) is the grab -> classify -> print loop; save_frame() writes the last
-# frame as a frame file the host reads (butterflyvit classify / frame).
+# bvit.live has the loop, frame files as a camera (FileCamera), and picks these for
+# --input esp32 / openmv. Loaded only with a camera driver: its code takes no RAM otherwise.
 
-from .frames import Frame, frame_file
+from .frames import Frame
 
+FORMATS = ("GRAYSCALE", "RGB565")
 # Frame sizes by driver name, (width, height): the ones a model's input is picked from.
 ESP32_SIZES = {"R96X96": (96, 96), "R128x128": (128, 128), "QQVGA": (160, 120),
                "QCIF": (176, 144), "HQVGA": (240, 176), "R240X240": (240, 240), "QVGA": (320, 240)}
 OPENMV_SIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480)}
-FORMATS = ("GRAYSCALE", "RGB565")
-EXT = {"GRAYSCALE": ".gray", "RGB565": ".rgb565"}
-
-
-def model_pixel_format(channels):
-    """The frame format a model takes: RGB565 for colour (3 channels), else GRAYSCALE."""
-    return "RGB565" if channels == 3 else "GRAYSCALE"
 
 
 def covering_size(sizes, side):
@@ -63,47 +54,6 @@ class _ByteRows(Frame):
         a = y * self.stride
         self._row[:] = self.buf[a:a + self.stride]
         return self._row, 0
-
-
-class FileCamera:
-    """Frame files in turn (repeating), with the camera interface."""
-
-    def __init__(self, paths, size=None):
-        if isinstance(paths, str):
-            paths = [paths]
-        self.paths = list(paths)
-        if not self.paths:
-            raise ValueError("FileCamera: no frame files")
-        self.size = size
-        self._i = 0
-        self._open = None
-
-    def describe(self):
-        return "%d frame file%s (%s...)" % (len(self.paths), "" if len(self.paths) == 1 else "s",
-                                            self.paths[0])
-
-    def capture(self):
-        self.close()
-        p = self.paths[self._i % len(self.paths)]
-        self._i += 1
-        self._open = frame_file(p, self.size)
-        return self._open
-
-    def close(self):
-        if self._open is not None:
-            self._open.close()
-            self._open = None
-
-
-def folder_camera(path):
-    """A FileCamera over the frame files (*.gray, *.rgb565, named NAME_WxH.ext) of a
-    folder, in name order."""
-    import os
-    from .frames import EXTENSIONS
-    names = sorted(n for n in os.listdir(path) if n[n.rfind("."):].lower() in EXTENSIONS)
-    if not names:
-        raise ValueError("%s: no frame files (NAME_WxH.gray or NAME_WxH.rgb565) in this folder" % path)
-    return FileCamera([path.rstrip("/") + "/" + n for n in names])
 
 
 class Esp32Camera:
@@ -207,59 +157,3 @@ class OpenMVSensor:
 
     def close(self):
         pass
-
-
-def save_frame(frame, stem):
-    """Write a frame as the raw frame file STEM_WxH.gray / .rgb565 (RGB565 big-endian,
-    whatever the camera's byte order), row by row; returns the file name."""
-    path = "%s_%dx%d%s" % (stem, frame.width, frame.height, EXT[frame.format])
-    n = frame.width * (1 if frame.format == "GRAYSCALE" else 2)
-    with open(path, "wb") as f:
-        for y in range(frame.height):
-            row, r0 = frame.row(y)
-            f.write(memoryview(row)[r0:r0 + n])
-    return path
-
-
-def _kb(n):
-    return "%.1f KB" % (n / 1024)
-
-
-def live(net, cam, top_k=3, frames=0, out=print, save=None, print_logits=False):
-    """grab -> classify -> one line a frame: the top-k classes with their scores, the
-    frame's ms (camera ms), the heap in use and free, the frames per second so far.
-    frames=0: until Ctrl-C. save: a file name stem: when the loop ends (after `frames`,
-    or at Ctrl-C) the last frame is written as STEM_WxH.ext, with its logits, to
-    classify on the host and compare. Returns the frames classified."""
-    import gc
-    from .timing import ticks_ms, ticks_diff
-    n = 0
-    frame = logits = None
-    t_start = ticks_ms()
-    try:
-        while frames <= 0 or n < frames:
-            frame = logits = None           # a capture may hand the last buffer back
-            t0 = ticks_ms()
-            frame = cam.capture()
-            t1 = ticks_ms()
-            logits = net.classify_frame(frame)
-            t2 = ticks_ms()
-            n += 1
-            total = ticks_diff(t2, t_start)
-            probs = net.probabilities(logits)
-            top = ", ".join("%s %.2f" % (net.classes[i], probs[i]) for i, _ in net.top(logits, top_k))
-            out("frame %d: %s | %d ms (camera %d ms) | heap %s used, %s free | %.2f fps"
-                % (n, top, ticks_diff(t2, t0), ticks_diff(t1, t0), _kb(gc.mem_alloc()),
-                   _kb(gc.mem_free()), n * 1000 / total if total > 0 else 0.0))
-            if print_logits:
-                out("logits: " + " ".join(str(v) for v in logits))
-    except KeyboardInterrupt:
-        out("stopped after %d frames" % n)
-    if save and frame is not None:
-        if logits is None:                  # Ctrl-C came while it was being classified
-            logits = net.classify_frame(frame)
-        path = save_frame(frame, save)
-        out("saved the last frame as %s; its logits: %s" % (path, " ".join(str(v) for v in logits)))
-        out("compare on the host: mpremote cp :%s . && butterflyvit classify MODEL %s --json"
-            % (path, path))
-    return n
