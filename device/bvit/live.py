@@ -157,6 +157,6 @@ def live(net, cam, top_k=3, frames=0, out=print, save=None, print_logits=False):
             logits = net.classify_frame(frame)
         path = save_frame(frame, save)
         out("saved the last frame as %s; its logits: %s" % (path, " ".join(str(v) for v in logits)))
-        out("compare on the host: mpremote cp :%s . && butterflyvit classify MODEL %s --json"
+        out("compare on the host: mpremote cp :%s . && butterflyvit classify MODEL.bvit %s --json"
             % (path, path))
     return n
