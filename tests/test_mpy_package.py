@@ -114,3 +114,22 @@ def test_mip_install_of_the_mpy_package_then_classify_in_96k(tmp_path, capsys):
         assert rep["heap_kb"] < 96 and rep["kernels"] in ("viper", "native")
     finally:
         board.close()
+
+
+@pytest.mark.parametrize("weight_buffer,advice", [
+    (4096, 'Try a smaller model (fewer tokens, smaller dim / ffn_dim), or "weight_buffer": 2048, or '
+           "the bvit package frozen into the firmware (its code then stays in flash)."),
+    (2048, "Try a smaller model (fewer tokens, smaller dim / ffn_dim), or the bvit package frozen "
+           "into the firmware (its code then stays in flash)."),
+])
+def test_memory_advice_leaves_out_what_is_already_so(micropython, tmp_path, capsys, weight_buffer, advice):
+    """Out of memory with the package precompiled: no advice to precompile it, and no
+    "weight_buffer": 2048 when that is the setting already."""
+    out, _ = build(tmp_path, capsys, "x64")
+    shutil.copy(SHIPPED, tmp_path / "model.bvit")
+    (tmp_path / "image.gray").write_bytes(bytes(784))
+    shutil.copy(DEVICE / "classify.py", tmp_path / "classify.py")
+    res = micropython.run(tmp_path / "classify.py", heapsize="72k", cwd=tmp_path,
+                          args=["--weight-buffer", str(weight_buffer)], extra_path=[out])
+    assert res.returncode == 1 and "error: out of memory while loading the model" in res.stdout, res.stdout
+    assert res.stdout.splitlines()[-1] == advice

@@ -21,16 +21,11 @@ OPENMV_SIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480)}
 
 def covering_size(sizes, side):
     """The name of the smallest frame size whose shorter side is at least `side` (the
-    model's input; the classifier crops the centre square), else the largest."""
-    best = None
-    for name, (w, h) in sizes.items():
-        if best is None:
-            best = name
-        bw, bh = sizes[best]
-        fits, best_fits = min(w, h) >= side, min(bw, bh) >= side
-        if (fits and (not best_fits or w * h < bw * bh)) or (not fits and not best_fits and w * h > bw * bh):
-            best = name
-    return best
+    model's input; the classifier crops the centre square), else of the largest."""
+    fits = [(w * h, name) for name, (w, h) in sizes.items() if min(w, h) >= side]
+    if fits:
+        return min(fits)[1]
+    return max((w * h, name) for name, (w, h) in sizes.items())[1]
 
 
 def _constant(holder, name, what):
