@@ -447,3 +447,12 @@ def test_ctrl_c_stops_the_live_loop_and_saves_the_last_frame(package, tmp_path, 
     path, logits = saved(out)
     assert logits == host_logits(SHIPPED, tmp_path / path, capsys)
     assert (tmp_path / path).read_bytes() in [p.read_bytes() for p in (EXAMPLES / "frames").iterdir()]
+
+
+def test_classify_json_that_is_not_an_object_of_options(micropython, package, tmp_path):
+    (tmp_path / "model.bvit").write_bytes(tiny_bytes("plain"))
+    for text, message in (("{top_k: 5", "error: classify.json: not valid JSON"),
+                          ("[1, 2]", 'error: classify.json: expected an object of options, like {"top_k": 5}')):
+        (tmp_path / "classify.json").write_text(text)
+        res = micropython.run(board_script(tmp_path), heapsize="96k", cwd=tmp_path, extra_path=[package])
+        assert res.returncode == 2 and res.stdout.strip() == message, res.stdout

@@ -18,14 +18,19 @@ _FLAGS = ("logits", "verify")
 # Options with a few accepted values (None: decided from the model and the camera).
 _CHOICES = {"pixel_format": (None, "GRAYSCALE", "RGB565"),
             "backend": ("auto", "native", "viper", "python")}
+
+
+def _known(keys, where):
+    for key in keys:
+        if key not in DEFAULTS:
+            raise OptionError("%s: unknown key %r (keys: %s)" % (where, key, ", ".join(sorted(DEFAULTS))))
+
+
 def parse(config):
     """The options as a dict; OptionError (one line, naming the option) when one is wrong."""
-    defaults = dict(DEFAULTS)
-    for key in config:
-        if key not in defaults:
-            raise OptionError("CONFIG: unknown key %r (keys: %s)" % (key, ", ".join(sorted(defaults))))
-    defaults.update(config)
-    cfg = dict(defaults)
+    _known(config, "CONFIG")
+    cfg = dict(DEFAULTS)
+    cfg.update(config)
     try:
         import json
         with open("classify.json") as f:
@@ -37,16 +42,14 @@ def parse(config):
         extra = {}
     if not isinstance(extra, dict):
         raise OptionError("classify.json: expected an object of options, like {\"top_k\": 5}")
-    for key in extra:
-        if key not in defaults:
-            raise OptionError("classify.json: unknown key %r (keys: %s)" % (key, ", ".join(sorted(defaults))))
+    _known(extra, "classify.json")
     cfg.update(extra)
     argv = sys.argv[1:] if len(sys.argv) > 1 else []
     i = 0
     while i < len(argv):
         key = argv[i].lstrip("-").replace("-", "_")
-        if key not in defaults:
-            raise OptionError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(defaults))))
+        if key not in DEFAULTS:
+            raise OptionError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(DEFAULTS))))
         if key == "camera_args":
             raise OptionError("option %s: give it in classify.json (a dictionary)" % argv[i])
         if key in _FLAGS and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
