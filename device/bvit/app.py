@@ -1,6 +1,7 @@
 # What classify.py runs (kept in the package, so that a board compiles only the few lines
 # of classify.py, or nothing when the package is precompiled or frozen): options, loading,
-# one frame file or a camera loop, the report, and clear errors.
+# one frame file or a camera loop (a camera driver, or a folder of frame files), the
+# report, and clear errors.
 
 import gc
 import sys
@@ -11,62 +12,16 @@ class OptionError(ValueError):
     butterflyvit; other failures exit with 1."""
 
 
-# Integer options: the least value each takes.
-_INT_MIN = {"top_k": 1, "weight_buffer": 0, "frames": 0}
-_FLAGS = ("logits", "verify")
-# --input values that are cameras: (the driver module the board needs, what it is)
-_CAMERAS = {"esp32": ("camera", "the ESP32 camera driver"), "openmv": ("sensor", "OpenMV's camera driver")}
+# --input values that are camera drivers (bvit.live.CAMERAS); a folder of frame files is one too
+_CAMERAS = ("esp32", "openmv")
 
 
-def _options(defaults):
-    cfg = dict(defaults)
+def _is_folder(path):
+    import os
     try:
-        import json
-        with open("classify.json") as f:
-            cfg.update(json.load(f))
+        return os.stat(path)[0] & 0x4000 != 0
     except OSError:
-        pass
-    argv = sys.argv[1:] if len(sys.argv) > 1 else []
-    i = 0
-    while i < len(argv):
-        key = argv[i].lstrip("-").replace("-", "_")
-        if key not in defaults:
-            raise OptionError("unknown option %s (options: %s)" % (argv[i], ", ".join(sorted(defaults))))
-        if key in _FLAGS and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
-            cfg[key] = True
-            i += 1
-            continue
-        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-            raise OptionError("option %s needs a value" % argv[i])
-        v = argv[i + 1]
-        if key in _INT_MIN:
-            try:
-                v = int(v)
-            except ValueError:
-                raise OptionError("option %s: %r is not an integer" % (argv[i], v))
-        elif key in _FLAGS:
-            v = v not in ("0", "false", "no")
-        cfg[key] = v
-        i += 2
-    for key in _INT_MIN:                    # the same checks for classify.json and CONFIG
-        v = cfg[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < _INT_MIN[key]:
-            raise OptionError("option %s (--%s) must be an integer of at least %d, got %r"
-                              % (key, key.replace("_", "-"), _INT_MIN[key], v))
-    return cfg
-
-
-def _camera(name):
-    """The camera adapter for --input esp32 / openmv; a board without the driver module
-    gets an OptionError saying so, and what to give instead."""
-    from . import camera
-    module, what = _CAMERAS[name]
-    try:
-        __import__(module)
-    except ImportError:
-        raise OptionError("--input %s: this board has no '%s' module (%s); use --input "
-                          "NAME.gray or NAME.rgb565, a raw frame file" % (name, module, what))
-    return camera.Esp32Camera() if name == "esp32" else camera.OpenMVSensor()
+        return False
 
 
 def _model_source(spec):
@@ -94,16 +49,25 @@ def _frame(cfg, net):
     return frame_file(path, size)
 
 
-def main(defaults):
-    """Run classify.py's job with its CONFIG (defaults), classify.json and arguments;
+def main(config):
+    """Run classify.py's job with its CONFIG (any of bvit.options.DEFAULTS' keys),
+    classify.json and arguments;
     returns the exit status: 0; 2 after a wrong option; 1 after any other error. Each error
     is one `error...` line on stdout (all a board's REPL has)."""
     from .timing import HeapProbe, ticks_diff, ticks_ms
     try:
-        cfg = _options(defaults)
+        from . import options
+        cfg = options.parse(config)
     except OptionError as e:
         print("error: %s" % e)
         return 2
+    finally:                                # unloaded: its code is not needed again
+        options = None
+        sys.modules.pop("bvit.options", None)
+        try:
+            delattr(sys.modules["bvit"], "options")
+        except (KeyError, AttributeError, TypeError):
+            pass
     probe = HeapProbe(collect=True)
     stage = "loading the model"
     net = None
@@ -122,12 +86,12 @@ def main(defaults):
         gc.collect()
         probe()
         loaded = gc.mem_alloc()
-        if cfg["input"] in _CAMERAS:
+        if cfg["input"] in _CAMERAS or _is_folder(cfg["input"]):
             stage = "starting the camera"
-            cam = _camera(cfg["input"])
-            from . import camera
+            from .live import open_camera, run
+            cam = open_camera(cfg, net)
             stage = "classifying camera frames"
-            camera.live(net, cam, cfg["top_k"], cfg["frames"])
+            run(cfg, net, cam)
             return 0
         stage = "reading " + cfg["input"]
         t0 = ticks_ms()
@@ -158,15 +122,22 @@ def main(defaults):
         print("error: out of memory while %s%s (heap: %s, %s free)."
               % (stage, ": " + msg if msg else "", _kb(probe.total), _kb(gc.mem_free())))
         if "needs" not in msg:                  # say what the model needs, when it can be told
-            from .model import requirements
-            need = requirements(_model_source(cfg["model"]), cfg["weight_buffer"])
+            try:
+                from .model import requirements
+                need = requirements(_model_source(cfg["model"]), cfg["weight_buffer"])
+            except MemoryError:                 # too little even for that: the advice below
+                need = None
             if need:
                 print("This model needs %s of RAM for its buffers, besides the code; loading "
                       "it also parses %s of metadata." % (_kb(need[0]), _kb(need[1])))
-        print("Try a smaller model (fewer tokens, smaller dim / ffn_dim), \"weight_buffer\": 2048, "
-              "or the bvit package precompiled (mpy-cross) or frozen into the firmware.")
+        try:
+            from .errors import memory_advice
+            print("Try " + ", or ".join(memory_advice(cfg, globals().get("__file__", ""))) + ".")
+        except MemoryError:
+            pass
     except OSError as e:
-        print("error while %s: %s" % (stage, _oserror(e, cfg, stage)))
+        from .errors import oserror
+        print("error while %s: %s" % (stage, oserror(e, cfg, stage)))
     except OptionError as e:
         print("error: %s" % e)
         return 2
@@ -176,19 +147,3 @@ def main(defaults):
         if net is not None:
             net.close()
     return 1
-
-
-def _oserror(e, cfg, stage):
-    try:
-        from errno import EISDIR, ENOENT
-    except ImportError:
-        EISDIR, ENOENT = 21, 2
-    if e.args and e.args[0] == EISDIR:
-        return "%r is a directory" % (cfg["model"] if stage == "loading the model" else cfg["input"])
-    # the WebAssembly port reports Emscripten's ENOENT (44) while its errno module says 2
-    if e.args and (e.args[0] == ENOENT or (e.args[0] == 44 and sys.platform == "webassembly")):
-        if stage == "loading the model":
-            return ("no model file %r on the board (copy one: mpremote cp pico-fmnist.bvit :%s)"
-                    % (cfg["model"], cfg["model"]))
-        return "no such file %r" % cfg["input"]
-    return str(e)

@@ -1,66 +1,92 @@
-# Frames for the classifier: from memory, from raw frame files, from camera drivers.
+# Camera drivers as frame sources (bvit.frames: .width, .height, .format, .row(y)). An
+# adapter has .capture() -> frame, .describe() -> what it delivers, and .close():
 #
-# Frames (bvit.frames: Frame for a buffer in RAM, FrameFile / frame_file for a raw file
-# read row by row) have .width, .height, .format and .row(y). Camera adapters:
+#     Esp32Camera(cam=None, pixel_format, frame_size, **camera_args)
+#                         the ESP32 camera driver (`camera` module): Camera().capture()
+#     OpenMVSensor(sensor=None, pixel_format, frame_size)
+#                         OpenMV-style `sensor` module: reset, set_pixformat, set_framesize,
+#                         skip_frames, then snapshot()
 #
-#     Esp32Camera(cam)                   the ESP32 camera driver: Camera().capture()
-#     OpenMVSensor(sensor)               OpenMV-style sensor.snapshot()
-#     FileCamera([paths], size)          frame files in turn, like a camera (tests, no camera)
-#
-# A camera adapter has .capture() -> frame; live(classifier, camera) is the
-# grab -> classify -> print loop.
+# bvit.live has the loop, frame files as a camera (FileCamera), and picks these for
+# --input esp32 / openmv. Loaded only with a camera driver: its code takes no RAM otherwise.
 
-from .frames import Frame, frame_file
+from .frames import Frame
 
-class FileCamera:
-    """Frame files in turn (repeating), with the camera interface."""
+FORMATS = ("GRAYSCALE", "RGB565")
+# Frame sizes by driver name, (width, height): the ones a model's input is picked from.
+ESP32_SIZES = {"R96X96": (96, 96), "R128x128": (128, 128), "QQVGA": (160, 120),
+               "QCIF": (176, 144), "HQVGA": (240, 176), "R240X240": (240, 240), "QVGA": (320, 240)}
+OPENMV_SIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480)}
 
-    def __init__(self, paths, size):
-        if isinstance(paths, str):
-            paths = [paths]
-        self.paths = list(paths)
-        self.size = size
-        self._i = 0
-        self._open = None
 
-    def capture(self):
-        if self._open is not None:
-            self._open.close()
-        p = self.paths[self._i % len(self.paths)]
-        self._i += 1
-        self._open = frame_file(p, self.size)
-        return self._open
+def covering_size(sizes, side):
+    """The name of the smallest frame size whose shorter side is at least `side` (the
+    model's input; the classifier crops the centre square), else of the largest."""
+    fits = [(w * h, name) for name, (w, h) in sizes.items() if min(w, h) >= side]
+    if fits:
+        return min(fits)[1]
+    return max((w * h, name) for name, (w, h) in sizes.items())[1]
 
-    def close(self):
-        if self._open is not None:
-            self._open.close()
-            self._open = None
+
+def _constant(holder, name, what):
+    """holder.NAME (a driver constant) or a ValueError naming what was wanted."""
+    v = getattr(holder, name, None)
+    if v is None:
+        raise ValueError("%s %r: the camera driver has no such constant" % (what, name))
+    return v
+
+
+class _ByteRows(Frame):
+    """A frame whose buffer reads as signed bytes (the ESP32 driver hands over a
+    memoryview of type 'b'): each row is copied into a bytearray when read, so pixels
+    are 0..255. Only the rows the resize needs are copied."""
+
+    def __init__(self, buf, width, height, fmt):
+        Frame.__init__(self, buf, width, height, fmt)
+        self._row = bytearray(self.stride)
+
+    def row(self, y):
+        a = y * self.stride
+        self._row[:] = self.buf[a:a + self.stride]
+        return self._row, 0
 
 
 class Esp32Camera:
     """The ESP32 camera driver for MicroPython (`from camera import Camera`,
-    github.com/cnadler86/micropython-camera-API): GRAYSCALE or RGB565 frames, big-endian
-    RGB565 as the esp32-camera driver leaves them. `cam`: a Camera object, or None to make
-    one with Camera(pixel_format=..., frame_size=...) (defaults: GRAYSCALE, 96x96)."""
+    github.com/cnadler86/micropython-camera-API). `cam`: a Camera object already set up,
+    or None to make one: Camera(pixel_format=PixelFormat.<pixel_format>,
+    frame_size=FrameSize.<frame_size>, **camera_args) (camera_args: the board's pins
+    on a generic firmware; a board firmware knows them). pixel_format "GRAYSCALE" or
+    "RGB565"; frame_size a FrameSize name ("R96X96", "QQVGA", ...). RGB565 comes
+    big-endian, as the esp32-camera driver leaves it."""
 
-    def __init__(self, cam=None, pixel_format="GRAYSCALE", frame_size=None):
+    NAME = "ESP32 camera driver"
+
+    def __init__(self, cam=None, pixel_format="GRAYSCALE", frame_size="R96X96", **camera_args):
         import camera
         self._mod = camera
+        self.setup = None
         if cam is None:
-            kw = {"pixel_format": getattr(camera.PixelFormat, pixel_format)}
-            kw["frame_size"] = frame_size if frame_size is not None else camera.FrameSize.R96X96
-            cam = camera.Camera(**kw)
+            if pixel_format not in FORMATS:
+                raise ValueError("pixel_format %r: use GRAYSCALE or RGB565" % (pixel_format,))
+            pf = _constant(camera.PixelFormat, pixel_format, "pixel_format")
+            fs = _constant(camera.FrameSize, frame_size, "frame_size")
+            cam = camera.Camera(pixel_format=pf, frame_size=fs, **camera_args)
+            self.setup = "%s at %s" % (pixel_format, frame_size)
         self.cam = cam
 
+    def describe(self):
+        return self.NAME + (": " + self.setup if self.setup else "")
+
     def _get(self, name):
+        # the driver's read-only properties; older releases have get_NAME() methods
         v = getattr(self.cam, name, None)
         if v is None:
             v = getattr(self.cam, "get_" + name)
         return v() if callable(v) else v
 
     def capture(self):
-        cam = self.cam
-        buf = cam.capture()
+        buf = self.cam.capture()
         if buf is None:
             raise OSError("camera: no frame (is it initialised?)")
         pf = self._get("pixel_format")
@@ -71,7 +97,7 @@ class Esp32Camera:
             fmt = "RGB565"
         else:
             raise ValueError("camera pixel format %r: use PixelFormat.GRAYSCALE or RGB565" % pf)
-        return Frame(buf, self._get("pixel_width"), self._get("pixel_height"), fmt)
+        return _ByteRows(buf, self._get("pixel_width"), self._get("pixel_height"), fmt)
 
     def close(self):
         free = getattr(self.cam, "free_buffer", None)
@@ -80,16 +106,36 @@ class Esp32Camera:
 
 
 class OpenMVSensor:
-    """OpenMV-style `sensor` module: sensor.snapshot() gives an image with width(),
-    height(), format() and bytearray(). OpenMV keeps RGB565 pixels as native 16-bit words
-    (little-endian on its Arm chips), hence byteswap=True by default; pass byteswap=False
-    for a port that stores them big-endian. `sensor`: the module, or None to import it."""
+    """OpenMV-style `sensor` module. With pixel_format (GRAYSCALE / RGB565) the sensor is
+    set up: reset(), set_pixformat, set_framesize(frame_size, e.g. "QQVGA"),
+    skip_frames(time=2000) while it settles; with pixel_format=None it is used as it is
+    (a script that set it up itself). snapshot() gives an image with width(), height(),
+    format() and bytearray(). OpenMV keeps RGB565 pixels as native 16-bit words
+    (little-endian on its Arm chips), hence byteswap=True; byteswap=False for a port
+    that stores them big-endian. `sensor`: the module, or None to import it."""
 
-    def __init__(self, sensor=None, byteswap=True):
+    NAME = "OpenMV sensor"
+
+    def __init__(self, sensor=None, pixel_format=None, frame_size="QQVGA", byteswap=True,
+                 settle_ms=2000):
         if sensor is None:
             import sensor
         self.sensor = sensor
         self.byteswap = byteswap
+        self.setup = None
+        if pixel_format is not None:
+            if pixel_format not in FORMATS:
+                raise ValueError("pixel_format %r: use GRAYSCALE or RGB565" % (pixel_format,))
+            pf = _constant(sensor, pixel_format, "pixel_format")
+            fs = _constant(sensor, frame_size, "frame_size")
+            sensor.reset()
+            sensor.set_pixformat(pf)
+            sensor.set_framesize(fs)
+            sensor.skip_frames(time=settle_ms)
+            self.setup = "%s at %s" % (pixel_format, frame_size)
+
+    def describe(self):
+        return self.NAME + (": " + self.setup if self.setup else "")
 
     def capture(self):
         s = self.sensor
@@ -104,19 +150,5 @@ class OpenMVSensor:
         return Frame(img.bytearray(), img.width(), img.height(), fmt,
                      byteswap=self.byteswap and fmt == "RGB565")
 
-
-def live(net, cam, top_k=3, frames=0, out=print):
-    """grab -> classify -> print the top-k classes and the frame rate; frames=0: forever."""
-    from .timing import ticks_ms, ticks_diff
-    n = 0
-    t0 = ticks_ms()
-    while frames <= 0 or n < frames:
-        frame = cam.capture()
-        logits = net.classify_frame(frame)
-        n += 1
-        dt = ticks_diff(ticks_ms(), t0)
-        top = net.top(logits, top_k)
-        probs = net.probabilities(logits)
-        out("%d: %s  (%.2f fps)" % (n, ", ".join("%s %.2f" % (net.classes[i], probs[i]) for i, _ in top),
-                                    n * 1000 / dt if dt > 0 else 0.0))
-    return n
+    def close(self):
+        pass

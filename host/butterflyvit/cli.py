@@ -22,7 +22,7 @@ from . import __version__
 from .errors import UserError
 
 # Order shown in --help: the pipeline from training to the board.
-COMMANDS = ["train", "memory", "pack", "frame", "classify", "eval", "boards", "harness", "demo"]
+COMMANDS = ["train", "memory", "pack", "frame", "classify", "eval", "boards", "mpy", "harness", "demo"]
 
 
 def available_commands():

@@ -21,10 +21,10 @@ def add_arguments(p):
     p.add_argument("model", metavar="MODEL", help="packed model file (butterflyvit pack)")
     p.add_argument("images", metavar="IMAGE", nargs="+",
                    help="PNG/JPEG/... (sent as a GRAYSCALE frame to a 1-channel model, RGB565 to "
-                        "a 3-channel one), or a raw camera frame NAME.gray / NAME.rgb565 with --size")
+                        "a 3-channel one), or a raw camera frame NAME_WxH.gray / NAME_WxH.rgb565 (or with --size)")
     p.add_argument("--top-k", "-k", type=positive_int, default=3, help="classes to print (default 3)")
     p.add_argument("--size", metavar="WxH", type=_frame_size,
-                   help="width x height of raw .gray / .rgb565 frames")
+                   help="width x height of raw .gray / .rgb565 frames whose name does not say it")
     p.add_argument("--format", choices=["GRAYSCALE", "RGB565"],
                    help="frame format for image files (default by the model's channels)")
     p.add_argument("--json", action="store_true",
@@ -36,11 +36,13 @@ def run(args) -> int:
     it) and the status becomes 2, the others are still printed."""
     import json
     import os
+    from pathlib import Path
 
     from ..cli import error, user_error
     from ..errors import UserError
     from ..intmodel import FRAME_EXT, IntModel, image_to_frame, read_raw_frame
     from ..modelfile import ModelFormatError
+    from .frame import size_from_name
 
     try:
         model = IntModel.load(args.model)
@@ -52,9 +54,11 @@ def run(args) -> int:
     for path in args.images:
         try:
             if os.path.splitext(path)[1].lower() in FRAME_EXT:
-                if not args.size:
-                    raise UserError(f"{path}: a raw frame needs --size WIDTHxHEIGHT")
-                buf, w, h, fmt = read_raw_frame(path, args.size)
+                size = args.size or size_from_name(Path(path))   # NAME_WxH.ext, as the board
+                if not size:
+                    raise UserError(f"{path}: a raw frame needs --size WIDTHxHEIGHT, or a name "
+                                    f"like NAME_160x120{os.path.splitext(path)[1]}")
+                buf, w, h, fmt = read_raw_frame(path, size)
             else:
                 buf, w, h, fmt = image_to_frame(path, args.format, cfg.in_channels)
             r = model.forward_frame(buf, w, h, fmt)
