@@ -180,17 +180,17 @@ def test_boards_energy_output(pico_model, capsys):
 
 
 def test_freeze_model_runs_on_micropython(micropython, pico_model, tmp_path, capsys):
-    out_py = tmp_path / "bvit_model.py"
+    out_py = tmp_path / "bvitmodel.py"
     assert main(["boards", "--freeze", str(pico_model), "--out", str(out_py)]) == 0
     assert "BVIT_MODEL_PY=" in capsys.readouterr().out
     ns = {}
     exec(out_py.read_text(), ns)
     assert ns["MODEL"] == pico_model.read_bytes()
     code = """
-import bvit_model
+import bvitmodel
 from bvit.model import Classifier
 from bvit.frames import Frame
-net = Classifier(bvit_model.MODEL)
+net = Classifier(bvitmodel.MODEL)
 print(list(net.classify_frame(Frame(bytes(range(256)) * 3 + bytes(16), 28, 28, "GRAYSCALE"))))
 """
     res = micropython.run(code=code, heapsize="2m", extra_path=[tmp_path]).check()
@@ -199,6 +199,10 @@ print(list(net.classify_frame(Frame(bytes(range(256)) * 3 + bytes(16), 28, 28, "
     want = IntModel.load(pico_model).forward_frame(bytes(range(256)) * 3 + bytes(16), 28, 28, "GRAYSCALE")
     assert res.stdout.strip() == str([int(v) for v in want.logits])
     assert main(["boards", "--freeze", str(pico_model)]) == 2
+    # bvit_model.py would freeze to the same C name as bvit/model.py: refused before a build
+    assert main(["boards", "--freeze", str(pico_model), "--out", str(tmp_path / "bvit_model.py")]) == 2
+    assert "clashes with the frozen device code's bvit/model.py" in capsys.readouterr().err
+    assert not (tmp_path / "bvit_model.py").exists()
     bad = tmp_path / "bad.bvit"
     bad.write_bytes(b"BVIT" + bytes(60))
     assert main(["boards", "--freeze", str(bad), "--out", str(tmp_path / "x.py")]) == 2
