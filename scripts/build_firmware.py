@@ -121,9 +121,9 @@ def _setting(make_args, name):
 
 def check_prerequisites(top, port, mp_board, variant, make_args):
     """The submodules and toolchains the build needs, each missing one named with its fix."""
-    def empty(sub):
+    def empty(sub):  # as after a plain clone (or a submodule init that fetched nothing)
         d = top / sub
-        return not d.is_dir() or not any(d.iterdir())
+        return not d.is_dir() or all(p.name == ".git" for p in d.iterdir())
 
     fetch = f"make -C {top}/ports/{port}" + (f" BOARD={mp_board}" if mp_board else "") + " submodules"
     needed = []  # (submodule, what switches it off)
