@@ -132,6 +132,14 @@ def test_dry_run_shows_the_port_command(fake_checkout, tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"USER_C_MODULES={out}/usermods.cmake" in res.stdout and "BOARD=RPI_PICO" in res.stdout
     assert f"include({REPO}/native/micropython.cmake)" in (out / "usermods.cmake").read_text()
+    # --model: frozen as bvitmodel.py (not bvit_model: the C name of bvit/model.py)
+    res = build("--micropython", top, "--port", "qemu", "--out", out, "--dry-run", "--model", MODEL)
+    assert res.returncode == 0, res.stderr
+    assert f"BVIT_MODEL_PY={out}/bvitmodel.py make -C {top}/ports/qemu" in res.stdout
+    assert "BOARD=MPS2_AN385" in res.stdout and f"{REPO}/boards/qemu/manifest.py" in res.stdout
+    ns = {}
+    exec((out / "bvitmodel.py").read_text(), ns)
+    assert ns["MODEL"] == MODEL.read_bytes()
     res = build("--micropython", top, "--board", "unix", "--variant", "minimal", "--out", out,
                 "--dry-run", "--model", out / "missing.bvit")
     assert res.returncode == 2 and "--model " in res.stderr and "missing.bvit: no such file" in res.stderr
@@ -155,7 +163,10 @@ def host_logits(frame):
 
 def switches_for_missing_submodules(top: Path):
     """Build what this checkout allows: modules whose submodule is absent switched off."""
-    empty = lambda s: not (top / s).is_dir() or all(p.name == ".git" for p in (top / s).iterdir())  # noqa: E731
+    def empty(sub):
+        d = top / sub
+        return not d.is_dir() or all(p.name == ".git" for p in d.iterdir())
+
     return [flag for sub, flag in (("lib/berkeley-db-1.xx", "MICROPY_PY_BTREE=0"),
                                    ("lib/mbedtls", "MICROPY_PY_SSL=0")) if empty(sub)]
 
