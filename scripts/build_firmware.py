@@ -131,8 +131,8 @@ def check_prerequisites(top, port, mp_board, variant, make_args):
         needed.append(("lib/micropython-lib", None))
     if port == "unix" and variant == "standard":
         needed += [("lib/berkeley-db-1.xx", "MICROPY_PY_BTREE=0"), ("lib/mbedtls", "MICROPY_PY_SSL=0")]
-    if port == "rp2":
-        needed += [("lib/pico-sdk", None), ("lib/tinyusb", None)]
+    if port == "rp2":  # MicroPython uses its own tinyusb, not pico-sdk's
+        needed += [("lib/pico-sdk", None), ("lib/tinyusb", None), ("lib/mbedtls", None)]
     if port == "esp32":
         needed.append(("lib/berkeley-db-1.xx", None))
     for sub, off in needed:
@@ -142,9 +142,6 @@ def check_prerequisites(top, port, mp_board, variant, make_args):
             hint = f" (or build without it: -- {off})" if off else ""
             raise BuildError(f"{top / sub} is empty: the {port} port needs that submodule; run "
                              f"`{fetch}` (needs network){hint}")
-    if port == "rp2" and empty("lib/pico-sdk/lib/tinyusb"):
-        raise BuildError(f"{top}/lib/pico-sdk has no lib/tinyusb: run `{fetch}` (it initialises "
-                         "pico-sdk's own submodules)")
     tools = {"unix": ["make", "cc"], "qemu": ["make", "arm-none-eabi-gcc"],
              "rp2": ["make", "cmake", "arm-none-eabi-gcc"], "esp32": ["make", "cmake"]}[port]
     for tool in tools:

@@ -99,9 +99,12 @@ def test_missing_submodules_and_toolchains_are_named(fake_checkout, tmp_path):
     err = error_line(build("--micropython", top, "--board", "rp2040-pico"))
     assert f"lib/pico-sdk is empty: the rp2 port needs that submodule; run " \
            f"`make -C {top}/ports/rp2 BOARD=RPI_PICO submodules`" in err
-    fill(top, "lib/pico-sdk", "lib/tinyusb", "lib/berkeley-db-1.xx")
+    fill(top, "lib/pico-sdk", "lib/berkeley-db-1.xx")
     err = error_line(build("--micropython", top, "--board", "rp2040-pico"))
-    assert "lib/pico-sdk has no lib/tinyusb" in err
+    assert "lib/tinyusb is empty: the rp2 port needs that submodule" in err
+    fill(top, "lib/tinyusb")
+    err = error_line(build("--micropython", top, "--board", "rp2040-pico"))
+    assert "lib/mbedtls is empty: the rp2 port needs that submodule" in err
     err = error_line(build("--micropython", top, "--board", "esp32s3-eye", env={"IDF_PATH": ""}))
     assert "ESP-IDF not found: the esp32 port needs IDF_PATH" in err
     err = error_line(build("--micropython", top, "--board", "esp32c3",
@@ -125,9 +128,7 @@ def test_dry_run_shows_the_port_command(fake_checkout, tmp_path):
     assert (out / "usermods" / "bvitnative" / "micropython.mk").is_file()
     # cmake ports: a .cmake file including native/micropython.cmake
     shutil.which("cmake") or pytest.skip("cmake not installed")
-    fill(top, "lib/pico-sdk", "lib/tinyusb")
-    (top / "lib/pico-sdk/lib/tinyusb").mkdir(parents=True)
-    fill(top, "lib/pico-sdk/lib/tinyusb")
+    fill(top, "lib/pico-sdk", "lib/tinyusb", "lib/mbedtls")
     res = build("--micropython", top, "--board", "rp2040-pico", "--out", out, "--dry-run")
     assert res.returncode == 0, res.stderr
     assert f"USER_C_MODULES={out}/usermods.cmake" in res.stdout and "BOARD=RPI_PICO" in res.stdout
