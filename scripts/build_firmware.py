@@ -125,6 +125,14 @@ def check_prerequisites(top, port, mp_board, variant, make_args):
         d = top / sub
         return not d.is_dir() or all(p.name == ".git" for p in d.iterdir())
 
+    if port == "esp32":  # first: its `make submodules` needs ESP-IDF too
+        idf = os.environ.get("IDF_PATH")
+        if not idf or not Path(idf, "tools", "idf.py").is_file():
+            raise BuildError("ESP-IDF not found: the esp32 port needs IDF_PATH set to an ESP-IDF "
+                             "checkout (the version ports/esp32/README.md names) and "
+                             "`. $IDF_PATH/export.sh` run in this shell")
+        if not shutil.which("idf.py"):
+            raise BuildError(f"idf.py not on PATH: run `. {idf}/export.sh` first")
     fetch = f"make -C {top}/ports/{port}" + (f" BOARD={mp_board}" if mp_board else "") + " submodules"
     needed = []  # (submodule, what switches it off)
     if port in ("unix", "rp2", "esp32"):  # the port's manifest requires micropython-lib packages
@@ -147,14 +155,6 @@ def check_prerequisites(top, port, mp_board, variant, make_args):
     for tool in tools:
         if not shutil.which(tool):
             raise BuildError(f"{tool} not found on PATH: the {port} port needs it")
-    if port == "esp32":
-        idf = os.environ.get("IDF_PATH")
-        if not idf or not Path(idf, "tools", "idf.py").is_file():
-            raise BuildError("ESP-IDF not found: the esp32 port needs IDF_PATH set to an ESP-IDF "
-                             "checkout (the version ports/esp32/README.md names) and "
-                             "`. $IDF_PATH/export.sh` run in this shell")
-        if not shutil.which("idf.py"):
-            raise BuildError(f"idf.py not on PATH: run `. {idf}/export.sh` first")
 
 
 def user_modules(port, out: Path, extra):

@@ -110,6 +110,12 @@ def test_missing_submodules_and_toolchains_are_named(fake_checkout, tmp_path):
     err = error_line(build("--micropython", top, "--board", "esp32c3",
                            env={"IDF_PATH": str(tmp_path / "no-idf")}))
     assert "ESP-IDF not found" in err
+    if not shutil.which("idf.py"):  # an ESP-IDF folder, but its export.sh not run
+        (tmp_path / "idf" / "tools").mkdir(parents=True)
+        (tmp_path / "idf" / "tools" / "idf.py").write_text("")
+        err = error_line(build("--micropython", top, "--board", "esp32c3",
+                               env={"IDF_PATH": str(tmp_path / "idf")}))
+        assert f"idf.py not on PATH: run `. {tmp_path / 'idf'}/export.sh` first" in err
 
 
 def test_dry_run_shows_the_port_command(fake_checkout, tmp_path):
