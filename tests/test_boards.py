@@ -108,11 +108,11 @@ def test_manifests_freeze_the_device_package(tmp_path, monkeypatch):
         # base paths are relative to the manifest's folder
         assert (REPO / "boards" / name / "../../device/bvit/__init__.py").resolve().is_file()
         assert ("module", "classify.py", "../../device") in calls
-        frozen = tmp_path / "bvit_model.py"
+        frozen = tmp_path / "bvitmodel.py"
         monkeypatch.setenv("BVIT_MODEL_PY", str(frozen))
         calls.clear()
         exec(compile(text, name, "exec"), dict(ns))
-        assert ("module", "bvit_model.py", str(tmp_path)) in calls
+        assert ("module", "bvitmodel.py", str(tmp_path)) in calls
 
 
 def test_buffers_match_the_board_formula_on_micropython(micropython, pico_model, tmp_path):

@@ -70,8 +70,9 @@ def run(args) -> int:
             raise  # names the file
         except ValueError as exc:
             raise UserError(f"--freeze {args.freeze}: {exc}") from None
-        print(f"wrote {args.out}: MODEL = {n:,} bytes of {args.freeze}; build with "
-              f"BVIT_MODEL_PY={Path(args.out).resolve()} and FROZEN_MANIFEST=boards/<board>/manifest.py")
+        print(f"wrote {args.out}: MODEL = {n:,} bytes of {args.freeze} (import {Path(args.out).stem}); "
+              f"build with BVIT_MODEL_PY={Path(args.out).resolve()} and FROZEN_MANIFEST=boards/<board>/"
+              "manifest.py (scripts/build_firmware.py --model does both)")
         return 0
 
     try:
