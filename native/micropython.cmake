@@ -1,7 +1,8 @@
 # bvitnative: butterflyvit's kernels as a MicroPython user C module (CMake-based ports:
-# rp2, esp32).  Build with
+# rp2, esp32).  scripts/build_firmware.py builds it; by hand:
 #     make USER_C_MODULES=/path/to/butterflyvit/native/micropython.cmake
-# or include() this file from your own top-level user-modules .cmake file.
+# (the file itself, not its folder), or include() this file from your own top-level
+# user-modules .cmake file (that is how to add a camera driver's module beside it).
 add_library(usermod_bvitnative INTERFACE)
 
 set(BVITNATIVE_KERNELS

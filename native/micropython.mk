@@ -1,7 +1,11 @@
 # bvitnative: butterflyvit's kernels as a MicroPython user C module (make-based ports:
-# unix, esp8266, stm32, ...).  Build with
-#     make USER_C_MODULES=/path/to/butterflyvit/native
-# (MicroPython releases before 1.25 look one level down: pass the repository root instead).
+# unix, qemu, stm32, ...).  scripts/build_firmware.py builds it; by hand:
+#     make USER_C_MODULES=/path/to/butterflyvit
+# USER_C_MODULES is the folder *above* this one: every release up to and including v1.28.0
+# includes only $(USER_C_MODULES)/*/micropython.mk, so pointing it at native/ itself builds a
+# firmware without the module and no error (only MicroPython after v1.28.0 also accepts the
+# module's own folder).  The repository root works because native/ is its only folder with a
+# micropython.mk.  CMake ports (rp2, esp32) take micropython.cmake instead.
 BVITNATIVE_DIR := $(USERMOD_DIR)
 
 # the binding: scanned for qstrs

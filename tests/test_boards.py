@@ -108,11 +108,11 @@ def test_manifests_freeze_the_device_package(tmp_path, monkeypatch):
         # base paths are relative to the manifest's folder
         assert (REPO / "boards" / name / "../../device/bvit/__init__.py").resolve().is_file()
         assert ("module", "classify.py", "../../device") in calls
-        frozen = tmp_path / "bvit_model.py"
+        frozen = tmp_path / "bvitmodel.py"
         monkeypatch.setenv("BVIT_MODEL_PY", str(frozen))
         calls.clear()
         exec(compile(text, name, "exec"), dict(ns))
-        assert ("module", "bvit_model.py", str(tmp_path)) in calls
+        assert ("module", "bvitmodel.py", str(tmp_path)) in calls
 
 
 def test_buffers_match_the_board_formula_on_micropython(micropython, pico_model, tmp_path):
@@ -181,24 +181,28 @@ def test_boards_energy_output(pico_model, capsys):
 
 
 def test_freeze_model_runs_on_micropython(micropython, pico_model, tmp_path, capsys):
-    out_py = tmp_path / "bvit_model.py"
+    out_py = tmp_path / "bvitmodel.py"
     assert main(["boards", "--freeze", str(pico_model), "--out", str(out_py)]) == 0
     assert "BVIT_MODEL_PY=" in capsys.readouterr().out
     ns = {}
     exec(out_py.read_text(), ns)
     assert ns["MODEL"] == pico_model.read_bytes()
-    # the board agent loads it as the harness's --remote-model module:bvit_model does
+    # the board agent loads it as the harness's --remote-model module:bvitmodel does
     from butterflyvit.harness.protocol import job, read_jobs, write_jobs
     from butterflyvit.intmodel import IntModel
 
     pixels = bytes(range(256)) * 3 + bytes(16)
     (tmp_path / "f_28x28.gray").write_bytes(pixels)
-    jobs = write_jobs(tmp_path / "jobs.json", [job("module:bvit_model", [str(tmp_path / "f_28x28.gray")])])
+    jobs = write_jobs(tmp_path / "jobs.json", [job("module:bvitmodel", [str(tmp_path / "f_28x28.gray")])])
     res = micropython.run(REPO / "device" / "bvit" / "agent.py", args=[jobs], heapsize="2m",
                           extra_path=[tmp_path]).check()
     want = IntModel.load(pico_model).forward_frame(pixels, 28, 28, "GRAYSCALE")
     assert [r["logits"] for r in read_jobs(res.stdout)[0]["results"]] == [[int(v) for v in want.logits]]
     assert main(["boards", "--freeze", str(pico_model)]) == 2
+    # bvit_model.py would freeze to the same C name as bvit/model.py: refused before a build
+    assert main(["boards", "--freeze", str(pico_model), "--out", str(tmp_path / "bvit_model.py")]) == 2
+    assert "clashes with the frozen device code's bvit/model.py" in capsys.readouterr().err
+    assert not (tmp_path / "bvit_model.py").exists()
     bad = tmp_path / "bad.bvit"
     bad.write_bytes(b"BVIT" + bytes(60))
     assert main(["boards", "--freeze", str(bad), "--out", str(tmp_path / "x.py")]) == 2

@@ -8,9 +8,11 @@ package("bvit", base_path="../../device")        # device/bvit/: loader, kernels
 module("classify.py", base_path="../../device")   # device/classify.py: the command-line entry
 
 # Optionally a model, frozen as a bytes object that the board reads in place from flash:
-#   butterflyvit boards --freeze MODEL.bvit --out build/bvit_model.py
-#   BVIT_MODEL_PY=$PWD/build/bvit_model.py make ... FROZEN_MANIFEST=...
-# then on the board: import bvit_model; Classifier(bvit_model.MODEL)
+#   butterflyvit boards --freeze MODEL.bvit --out build/bvitmodel.py
+#   BVIT_MODEL_PY=$PWD/build/bvitmodel.py make ... FROZEN_MANIFEST=...
+# then on the board: import bvitmodel; Classifier(bvitmodel.MODEL)
+# (scripts/build_firmware.py does all this.)  Not `bvit_model`: the freezer names each module's
+# C symbols by its path with "/" -> "_", so bvit_model.py would clash with bvit/model.py.
 import os
 
 _model = os.environ.get("BVIT_MODEL_PY")

