@@ -1,10 +1,10 @@
 """The MicroPython module `bvitnative` itself, on a real MicroPython built with it.
 
 No package registry has MicroPython's source, so CI cannot build the binding: these tests
-are skipped unless BVITNATIVE_MICROPYTHON names a MicroPython executable built with
-USER_C_MODULES pointing at native/ (docs/native.md says how).  They run the module on
+are skipped unless BVITNATIVE_MICROPYTHON names a MicroPython executable built with the
+module (`scripts/build_firmware.py --port unix`, docs/firmware.md).  They run the module on
 bytes / bytearray / array / memoryview buffers against the numpy reference and against
-the pure-MicroPython kernels (device/bvit/kernels.py) on the same interpreter, and check
+the board's pure-MicroPython kernels on the same interpreter, and check
 that wrong calls raise TypeError / ValueError and leave the interpreter running.
 """
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MP = os.environ.get("BVITNATIVE_MICROPYTHON")
 
 pytestmark = pytest.mark.skipif(not MP, reason="set BVITNATIVE_MICROPYTHON to a MicroPython "
-                                "built with USER_C_MODULES=native (see docs/native.md)")
+                                "built with the module (scripts/build_firmware.py --port unix, docs/firmware.md)")
 
 SCRIPT = r"""
 import sys, json

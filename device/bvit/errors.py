@@ -25,15 +25,17 @@ def memory_advice(cfg, app_file):
 
 def oserror(e, cfg, stage):
     try:
-        from errno import EISDIR, ENOENT
+        from errno import EISDIR, ENODEV, ENOENT
     except ImportError:
-        EISDIR, ENOENT = 21, 2
+        EISDIR, ENODEV, ENOENT = 21, 19, 2
     if e.args and e.args[0] == EISDIR:
         return "%r is a directory" % (cfg["model"] if stage == "loading the model" else cfg["input"])
+    # ENODEV: a board with no file system mounted (code and model frozen into the firmware);
     # the WebAssembly port reports Emscripten's ENOENT (44) while its errno module says 2
-    if e.args and (e.args[0] == ENOENT or (e.args[0] == 44 and sys.platform == "webassembly")):
+    if e.args and (e.args[0] in (ENOENT, ENODEV) or (e.args[0] == 44 and sys.platform == "webassembly")):
         if stage == "loading the model":
-            return ("no model file %r on the board (copy one: mpremote cp pico-fmnist.bvit :%s)"
+            return ("no model file %r on the board (copy one: mpremote cp pico-fmnist.bvit :%s; "
+                    "or freeze one into the firmware: scripts/build_firmware.py --model)"
                     % (cfg["model"], cfg["model"]))
         return "no such file %r" % cfg["input"]
     return str(e)

@@ -82,4 +82,24 @@ def parse(config):
     if cfg["camera_args"] is not None and not isinstance(cfg["camera_args"], dict):
         raise OptionError("option camera_args must be a dictionary of the camera driver's "
                           "keyword arguments, got %r" % (cfg["camera_args"],))
+    if cfg["model"] == DEFAULTS["model"]:
+        cfg["model"] = _default_model(cfg["model"])
     return cfg
+
+
+def _default_model(name):
+    """The default model file if the board has it; else the same name in ROMFS (/rom);
+    else a model frozen into the firmware (module bvitmodel: scripts/build_firmware.py
+    --model). Boards without a writable file system then need no option."""
+    import os
+    for path in (name, "/rom/" + name):
+        try:
+            os.stat(path)
+            return path
+        except OSError:                     # ENOENT, or ENODEV: no file system at all
+            pass
+    try:
+        __import__("bvitmodel")
+        return "module:bvitmodel"
+    except ImportError:
+        return name                         # loading then says what to copy where
