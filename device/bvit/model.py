@@ -87,22 +87,21 @@ class Classifier:
         self.logit_scale = r.logit_scale * 1.0
         self.file_size = r.file_size
         self.ram, wlen = r.ram                  # (bytes of all buffers, of the weight buffer)
-        off = array("I", r.off)                 # section offsets, for bvit.weights
-        mem, file = r.mem, r.file               # (file None when the model is read in place)
+        file = r.file                           # (None when the model is read in place)
         if file is not None and isinstance(source, str):   # reopened: the new file object
             file.close()                                   # sits low too
             file = open(source, "rb")
-        r = None
+        self.weights = Weights(file, r.mem, r.off)
+        file = r = None
         self.num_classes = self.cfg["num_classes"]
         gc.collect()
         free = gc.mem_free()
         try:                                    # too little room, or no free run long enough
             if self.ram > free:
                 raise MemoryError
-            self._alloc(wlen, file, mem, off)
+            self._alloc(wlen)
         except MemoryError:
-            if file is not None:
-                file.close()
+            self.close()
             raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB %s" % (
                 (self.ram + 1023) // 1024, free // 1024,
                 "are free" if self.ram > free else "were free (fragmented heap)"))
@@ -125,7 +124,7 @@ class Classifier:
 
     # ------------------------------------------------------------------ buffers
 
-    def _alloc(self, wlen, file, mem, off):
+    def _alloc(self, wlen):
         c = self.cfg
         d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
         n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
@@ -162,7 +161,7 @@ class Classifier:
         self._M2, self._S2, self._B2 = a("h", d), a("b", d), a("i", d)
         self._G, self._Bn = a("h", d), a("i", d)
         zero = None
-        self.weights = Weights(file, mem, off, wbuf, tin, nl * dp, nl * fp)   # the weights' reader
+        self.weights.take(wbuf, tin, nl * dp, nl * fp)
 
     def close(self):
         self.weights.close()

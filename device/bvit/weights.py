@@ -17,17 +17,12 @@ def first(buf, n):
 
 class Weights:
     """The sections of an open model: read from `file` (an open file object) or, when
-    `mem` (a bytes-like object) is given, in place; `off`: byte offset of each slot
-    (array('I')). buf: the weight buffer (int8; trits as bytes), allocated among the
-    classifier's buffers while the heap is in one piece. tin: bytes of one ternary matrix
-    (w_in and w_out stay for a whole layer when two fit); nphi, ntheta: bytes of one
-    expert's phases."""
+    `mem` (a bytes-like object) is given, in place. `off`: byte offset of each slot."""
 
-    def __init__(self, file, mem, off, buf, tin, nphi, ntheta):
+    def __init__(self, file, mem, off):
         self._file = file
         self._mem = mem
-        self._off = off
-        self._w = buf
+        self._off = array("I", off)
         # What the weight buffer holds, one key per half: slot * 65536 + first row for an
         # int8 block (rows < 65536), -2 - that for trits, -1 for nothing; small ints, so a
         # read allocates nothing. A key is cleared before its read and set after it: it
@@ -36,7 +31,13 @@ class Weights:
         self._wn = 0                            # rows of the int8 block held
         self._tv = None                         # (w_in's half, w_out's half) when both fit
         self.phi = self.theta = None            # one expert's phases, read from a file
-        if mem is None:
+
+    def take(self, buf, tin, nphi, ntheta):
+        """The weight buffer (int8; trits as bytes), allocated among the classifier's buffers
+        while the heap is in one piece. tin: bytes of one ternary matrix (w_in and w_out stay
+        for a whole layer when two fit); nphi, ntheta: bytes of one expert's phases."""
+        self._w = buf
+        if self._mem is None:
             if len(buf) >= 2 * tin:
                 self._tv = (memoryview(buf)[0:tin], memoryview(buf)[tin:2 * tin])
             raw = bytearray(max(nphi, ntheta))
