@@ -11,7 +11,8 @@
 # holds the activation buffers, allocated once (bvit.schema.ram_needed sizes them first:
 # a board without the room gets a MemoryError saying how much is needed), and one buffer
 # for weights read from a file in slices of at most `weight_buffer` bytes; a model given
-# as bytes is read in place.
+# as bytes is read in place. bvit.weights reads them (the file or bytes, the weight buffer
+# and what it holds); this module opens the model, allocates the buffers and runs the forward.
 # Nothing is allocated per image apart from a few small objects.
 #
 # Every step calls the op intmodel.py calls (bvit.nn / frames and the hot loops of the
@@ -20,13 +21,15 @@
 import gc
 from array import array
 
+from .weights import Weights, first
+
 # bvit.frames, bvit.nn and the kernel backend are imported after the buffers are allocated
 # (Classifier.__init__): their many small objects fill gaps that a buffer could not use.
 F = N = None
 
 # Section slots and scalar-parameter indices (INA, EMW, ..., QKVW, ..., Q_N1S, ..., QB):
 # module globals that Classifier binds by name when it opens a model, from bvit.schema's
-# BOARD table. A section's offset is self._off[slot]; block i's parameters are
+# BOARD table. Section `slot` is read with self.weights; block i's parameters are
 # self._q[QB * i + Q_...], the model's last ones self._q[QB * depth + Q_...]. (Bound as
 # data, not assigned here: code at the top level of a module stays in a board's RAM.)
 
@@ -61,7 +64,6 @@ class Classifier:
     def __init__(self, source, backend="auto", weight_buffer=4096, verify=True, probe=None):
         global F, N
         self.probe = probe
-        self._file = self._mem = None
         gc.collect()
         from . import loader
         try:
@@ -80,33 +82,29 @@ class Classifier:
         # through the heap, and the buffers below need long free runs.
         gc.collect()
         self.cfg = dict(r.cfg)
-        self._off = array("I", r.off)
         self._q = list(r.quant)
         self.classes = ["%s" % x for x in r.classes]
         self.logit_scale = r.logit_scale * 1.0
         self.file_size = r.file_size
         self.ram, wlen = r.ram                  # (bytes of all buffers, of the weight buffer)
-        if r.mem is not None:
-            self._mem = r.mem
-        else:
-            self._file = r.file
-            if isinstance(source, str):         # reopened: the new file object sits low too
-                r.file.close()
-                self._file = open(source, "rb")
-        r = None
+        file = r.file                           # (None when the model is read in place)
+        if file is not None and isinstance(source, str):   # reopened: the new file object
+            file.close()                                   # sits low too
+            file = open(source, "rb")
+        self.weights = Weights(file, r.mem, r.off)
+        file = r = None
         self.num_classes = self.cfg["num_classes"]
         gc.collect()
         free = gc.mem_free()
-        if self.ram > free:
-            self.close()
-            raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB are free"
-                              % ((self.ram + 1023) // 1024, free // 1024))
-        try:
+        try:                                    # too little room, or no free run long enough
+            if self.ram > free:
+                raise MemoryError
             self._alloc(wlen)
         except MemoryError:
             self.close()
-            raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB were free "
-                              "(fragmented heap)" % ((self.ram + 1023) // 1024, free // 1024))
+            raise MemoryError("the model needs %d KB of RAM for its buffers, %d KB %s" % (
+                (self.ram + 1023) // 1024, free // 1024,
+                "are free" if self.ram > free else "were free (fragmented heap)"))
         gc.collect()
         from . import frames, nn, ops
         F, N = frames, nn
@@ -118,9 +116,10 @@ class Classifier:
         self._mixround = ops.get(k, "mix_round")
         C = self.cfg["in_channels"]
         A, B, sh = array("i", bytes(4 * C)), array("i", bytes(4 * C)), array("i", bytes(4 * C))
-        self._read(INA, 0, A, 4 * C)
-        self._read(INB, 0, B, 4 * C)
-        self._read(INS, 0, sh, 4 * C)
+        W = self.weights
+        W.read(INA, 0, A, 4 * C)
+        W.read(INB, 0, B, 4 * C)
+        W.read(INS, 0, sh, 4 * C)
         self._in = F.input_tables(A, B, sh)     # spec §14.4
 
     # ------------------------------------------------------------------ buffers
@@ -143,7 +142,7 @@ class Classifier:
         self._kv = a("b", 2 * n * d + d)        # keys and values of every token, one query
         self._x = a("h", n * d)                 # residual stream, int16
         self._ring = a("i", ring)               # router logits of up to 3 grid rows
-        self._w = a("b", wlen)                  # weights read from a file (int8; trits as bytes)
+        wbuf = a("b", wlen)                     # weights read from a file (int8; trits as bytes)
         self._a = a("b", n * d)                 # LayerNorm output, then attention output
         self._tok = a("b", n * pd)
         self._pix = bytearray(C * S * S)
@@ -162,109 +161,10 @@ class Classifier:
         self._M2, self._S2, self._B2 = a("h", d), a("b", d), a("i", d)
         self._G, self._Bn = a("h", d), a("i", d)
         zero = None
-        self._keys = [-1, -1]                   # what the weight buffer holds (two halves)
-        self._tboth = False
-        self._phi = self._theta = None
-        if self._mem is None:
-            if wlen >= 2 * tin:                 # w_in and w_out stay for a whole layer
-                self._tboth = True
-                self._tv_in = memoryview(self._w)[0:tin]
-                self._tv_out = memoryview(self._w)[tin:2 * tin]
-            raw = bytearray(nl * max(dp, fp))   # one expert's phases
-            self._phi = memoryview(raw)[0:nl * dp]
-            self._theta = memoryview(raw)[0:nl * fp]
+        self.weights.take(wbuf, tin, nl * dp, nl * fp)
 
     def close(self):
-        if self._file is not None:
-            self._file.close()
-        self._file = None
-        self._mem = None
-
-    # ------------------------------------------------------------------ reading weights
-
-    def _read(self, slot, start, buf, nbytes):
-        """nbytes of section `slot`, from its byte `start`, into buf (any array type)."""
-        off = self._off[slot] + start
-        mem = self._mem
-        if mem is None:
-            f = self._file
-            f.seek(off)
-            got = f.readinto(buf) or 0
-            if got < nbytes:                    # a short read: finish it (1-byte buffers)
-                mv = memoryview(buf)
-                while got < nbytes:
-                    r = f.readinto(mv[got:nbytes])
-                    if not r:
-                        raise OSError("model file: read failed at offset %d" % (off + got))
-                    got += r
-        elif len(buf) == nbytes:                # 1-byte items: copied straight from the view
-            buf[0:nbytes] = mem[off:off + nbytes]
-        else:
-            buf[0:len(buf)] = array("h" if 2 * len(buf) == nbytes else "i",
-                                    bytes(mem[off:off + nbytes]))
-
-    def _params(self, i, jm, js, jb, rows, M, S, B):
-        """Per-row (mult, shift[, bias]) of a layer of block i into M, S, B."""
-        o = NGLOBAL + i * NBLOCK
-        self._read(o + jm, 0, _head(M, rows), 2 * rows)
-        self._read(o + js, 0, _head(S, rows), rows)
-        if jb is not None:
-            self._read(o + jb, 0, _head(B, rows), 4 * rows)
-
-    def _wrows(self, slot, rows, n, r0, end=0):
-        """Rows r0.. (up to `end`, default all) of an int8 (rows x n) matrix in the weight
-        buffer: (buffer, row count). As many rows as fit are read, and stay until another
-        block is needed: a matrix that fits is read once per layer."""
-        keys = self._keys
-        if keys[0] != slot * 65536 + r0:
-            keys[0] = keys[1] = -1
-            per = len(self._w) // n
-            nr = rows - r0 if rows - r0 < per else per
-            self._read(slot, r0 * n, _head(self._w, nr * n), nr * n)
-            keys[0] = slot * 65536 + r0
-            self._wn = nr
-        nr = self._wn
-        if end and end - r0 < nr:
-            nr = end - r0
-        return self._w, nr
-
-    def _trows(self, slot, rows, n, r0, second):
-        """Rows r0.. of a (rows x n) ternary matrix stored as a trit stream: (bytes-like,
-        first trit in it, row count). When w_in and w_out fit the buffer together they stay
-        there for the whole layer (second: w_out's place); otherwise row blocks are read."""
-        T = r0 * n
-        b0 = T // 5
-        if self._mem is not None:
-            off = self._off[slot] + b0
-            return self._mem[off:off + (T + (rows - r0) * n + 4) // 5 - b0], T - 5 * b0, rows - r0
-        keys = self._keys
-        if self._tboth:
-            key = -2 - slot                     # (never an int8 block's key)
-            if keys[second] != key:
-                if keys[1 - second] >= 0:       # an int8 block over both halves
-                    keys[1 - second] = -1
-                keys[second] = -1
-                view = self._tv_out if second else self._tv_in
-                self._read(slot, 0, view, len(view))
-                keys[second] = key
-            return (self._tv_out if second else self._tv_in), 0, rows
-        w = self._w
-        per = (5 * len(w) - 8) // n
-        nr = rows - r0 if rows - r0 < per else per
-        key = -2 - (slot * 65536 + r0)
-        if keys[0] != key:
-            keys[0] = keys[1] = -1
-            nb = (T + nr * n + 4) // 5 - b0
-            self._read(slot, b0, _head(w, nb), nb)
-            keys[0] = key
-        return w, T - 5 * b0, nr
-
-    def _phases(self, slot, e, count, view):
-        """(bytes-like, byte offset) of expert e's `count` phases (uint16) of a phi/theta section."""
-        if self._mem is not None:
-            return self._mem, self._off[slot] + 2 * e * count
-        self._read(slot, 2 * e * count, view, 2 * count)
-        return view, 0
+        self.weights.close()
 
     # ------------------------------------------------------------------ the forward
 
@@ -292,18 +192,16 @@ class Classifier:
             t = self._tok
             for i in range(len(t)):
                 t[i] = tokens[i]
-        self._keys[0] = self._keys[1] = -1
+        probe = self.probe
         self._embed()
         for i in range(self.cfg["depth"]):
             self._attention(i)
-            self._probe()
+            if probe is not None:
+                probe()
             self._ffn(i)
-            self._probe()
+            if probe is not None:
+                probe()
         return self._head()
-
-    def _probe(self):
-        if self.probe is not None:
-            self.probe()
 
     def _embed(self):
         """1. x = linear(tokens; embed.*), int16; the bias holds the position embedding."""
@@ -311,22 +209,22 @@ class Classifier:
         k = self.k
         n, d, pd = c["tokens"], c["dim"], c["patch_dim"]
         M, S, B, acc, x, tok = self._M, self._S, self._B, self._acc, self._x, self._tok
-        self._read(EMM, 0, _head(M, d), 2 * d)
-        self._read(EMS, 0, _head(S, d), d)
-        Bt = _head(B, d)
+        W = self.weights
+        W.params(EMM, EMS, None, d, M, S, None)
+        Bt = first(B, d)
         r0 = 0
         while r0 < d:
-            w, nr = self._wrows(EMW, d, pd, r0)
+            w, nr = W.rows(EMW, d, pd, r0)
             for t in range(n):
-                self._read(EMB, 4 * t * d, Bt, 4 * d)          # token t's bias row
+                W.read(EMB, 4 * t * d, Bt, 4 * d)              # token t's bias row
                 k.matvec8(tok, t * pd, pd, w, nr, acc)
                 self._rq(acc, 0, x, t * d + r0, nr, M, S, r0, B, -32768, 32767)
             r0 += nr
 
     def _ln(self, x, n, d, slot_g, slot_b, sh, E, out):
         G, Bn = self._G, self._Bn
-        self._read(slot_g, 0, G, 2 * d)
-        self._read(slot_b, 0, Bn, 4 * d)
+        self.weights.read(slot_g, 0, G, 2 * d)
+        self.weights.read(slot_b, 0, Bn, 4 * d)
         for t in range(n):
             N.layernorm(x, t * d, d, G, Bn, sh, E, out, t * d)
 
@@ -344,12 +242,13 @@ class Classifier:
         o = NGLOBAL + i * NBLOCK
         x, a, kv, acc = self._x, self._a, self._kv, self._acc
         M, S, B = self._M, self._S, self._B
+        W = self.weights
         self._ln(x, n, d, o + N1G, o + N1B, sh1, E1, a)
         d2, d3 = 2 * d, 3 * d
-        self._params(i, QKVM, QKVS, QKVB, d3, M, S, B)
+        W.params(o + QKVM, o + QKVS, o + QKVB, d3, M, S, B)
         r0 = d
         while r0 < d3:                          # k and v: row blocks of the weight, all tokens
-            w, nr = self._wrows(o + QKVW, d3, d, r0)
+            w, nr = W.rows(o + QKVW, d3, d, r0)
             for t in range(n):
                 k.matvec8(a, t * d, d, w, nr, acc)
                 self._rq(acc, 0, kv, t * d2 + r0 - d, nr, M, S, r0, B)
@@ -361,19 +260,19 @@ class Classifier:
         for t in range(n):
             r0 = 0
             while r0 < d:
-                w, nr = self._wrows(o + QKVW, d3, d, r0, d)
+                w, nr = W.rows(o + QKVW, d3, d, r0, d)
                 k.matvec8(a, t * d, d, w, nr, acc)
                 self._rq(acc, 0, kv, q0 + r0, nr, M, S, r0, B)
                 r0 += nr
             N.attention_row(kv, q0, 0, d, d2, n, d, heads, sM, ssh, oM, osh, a, t * d, srow,
                             hacc, scores, pv, cut)
-        self._params(i, PRM, PRS, PRB, d, M, S, B)
+        W.params(o + PRM, o + PRS, o + PRB, d, M, S, B)
         y = self._y
         Ma, Mb, rsh = q[b + Q_R1A], q[b + Q_R1B], q[b + Q_R1S]
         for t in range(n):
             r0 = 0
             while r0 < d:
-                w, nr = self._wrows(o + PRW, d, d, r0)
+                w, nr = W.rows(o + PRW, d, d, r0)
                 k.matvec8(a, t * d, d, w, nr, acc)
                 self._rq(acc, 0, y, r0, nr, M, S, r0, B, -32768, 32767)
                 r0 += nr
@@ -385,13 +284,13 @@ class Classifier:
         k = self.k
         g, d, E = c["grid"], c["dim"], c["num_experts"]
         slot = NGLOBAL + i * NBLOCK + RTW
-        ring, acc, a = self._ring, self._acc, self._a
+        ring, acc, a, W = self._ring, self._acc, self._a, self.weights
         for col in range(g):
             t = r * g + col
             o = (dst * g + col) * E
             r0 = 0
             while r0 < E:
-                w, nr = self._wrows(slot, E, d, r0)
+                w, nr = W.rows(slot, E, d, r0)
                 k.matvec8(a, t * d, d, w, nr, acc)
                 for j in range(nr):
                     ring[o + r0 + j] = acc[j]
@@ -447,8 +346,9 @@ class Classifier:
         dp, fp = _pad(d), _pad(f)
         nph, nth = nl * dp // 2, nl * fp // 2
         M, S, M2, S2, B2 = self._M, self._S, self._M2, self._S2, self._B2
-        self._params(i, WINM, WINS, None, f, M, S, None)
-        self._params(i, WOM, WOS, WOB, d, M2, S2, B2)
+        W = self.weights
+        W.params(o + WINM, o + WINS, None, f, M, S, None)
+        W.params(o + WOM, o + WOS, o + WOB, d, M2, S2, B2)
         u, h, mix, m, y, acc = self._u, self._h, self._mix, self._m, self._y, self._acc
         idx, gates = self._idx, self._gates
         bfly, tern, rq = k.butterfly_ph, k.ternary_stream, self._rq
@@ -459,24 +359,24 @@ class Classifier:
             for j in range(kk):
                 e = idx[t * kk + j]
                 xin(a, ao, d, P, u, dp)         # 10. u = a * 2^P (int16), zero-padded
-                raw, b0 = self._phases(o + PHI, e, nph, self._phi)
+                raw, b0 = W.phases(o + PHI, e, nph, W.phi)
                 bfly(u, raw, b0, nl, dp)        # 11. u = B(phi_e) u
                 r0 = 0
                 while r0 < f:                   # 12. h = requant(W_in u), int16
-                    tr, t0, nr = self._trows(o + WIN, f, d, r0, 0)
+                    tr, t0, nr = W.trit_rows(o + WIN, f, d, r0, 0)
                     tern(tr, t0, nr, d, u, acc)
                     rq(acc, 0, h, r0, nr, M, S, r0, None, -32768, 32767)
                     r0 += nr
                 for q in range(f, fp):
                     h[q] = 0
-                raw, b0 = self._phases(o + THETA, e, nth, self._theta)
+                raw, b0 = W.phases(o + THETA, e, nth, W.theta)
                 bfly(h, raw, b0, nl, fp)        # 13. h = relu(B(theta_e) h)
                 relu(h, 0, f)
                 mixadd(mix, h, gates[t * kk + j], f, j == 0)   # 14. sum_j g_j h_j (int32)
             self._mixround(mix, m, f)
             r0 = 0
             while r0 < d:                       # 15. y = requant(W_out m + b), int16
-                tr, t0, nr = self._trows(o + WOUT, d, f, r0, 1)
+                tr, t0, nr = W.trit_rows(o + WOUT, d, f, r0, 1)
                 tern(tr, t0, nr, f, m, acc)
                 rq(acc, 0, y, r0, nr, M2, S2, r0, B2, -32768, 32767)
                 r0 += nr
@@ -492,14 +392,15 @@ class Classifier:
         N.mean_pool(self._x, n, d, q[b + Q_POM], q[b + Q_POS], y)
         self._ln(y, 1, d, NG, NB, q[b + Q_NS], q[b + Q_NE], z)
         logits = array("i", bytes(4 * nc))
+        W = self.weights
         r0 = 0
         while r0 < nc:
-            w, nr = self._wrows(HDW, nc, d, r0)
+            w, nr = W.rows(HDW, nc, d, r0)
             self.k.matvec8(z, 0, d, w, nr, acc)
             for j in range(nr):
                 logits[r0 + j] = acc[j]
             r0 += nr
-        self._read(HDB, 0, _head(B, nc), 4 * nc)
+        W.read(HDB, 0, first(B, nc), 4 * nc)
         for j in range(nc):
             logits[j] += B[j]
         return logits
@@ -521,11 +422,6 @@ class Classifier:
         e = [math.exp((v - m) * s) for v in logits]
         z = sum(e)
         return [v / z for v in e]
-
-
-def _head(buf, n):
-    """buf itself when it holds n items, else a memoryview of its first n."""
-    return buf if len(buf) == n else memoryview(buf)[0:n]
 
 
 def _unload(name):
