@@ -23,11 +23,14 @@ import pytest
 from butterflyvit.modelfile import ModelFormatError, Trits, decode_model, write_model
 from test_modelfile import ERROR_CASES, base_arrays, fuzz_bases, mutate
 
+TESTS = Path(__file__).resolve().parent       # device_readers.py: the tests' own readers
+
 # Reads the files named in a list (one "path mode" per line) and prints one line each:
 # "OK <json digest>", "ERR <message>" or "BUG <exception>" (never expected).
 READER = r"""
 import sys, json, array
 import bvit.modelfile as mf
+from device_readers import unpack_row
 if len(sys.argv) > 2 and sys.argv[2] == "nocrc32":
     mf._crc32 = None
 
@@ -53,7 +56,7 @@ def digest(m):
             out = array.array("b", bytes(s.shape[1]))
             u = 0
             for r in range(s.shape[0]):
-                m.unpack_row(s, r, out)
+                unpack_row(m, s, r, out)
                 u = mf.crc32(out, u)
         assert m.section(s.name).offset == s.offset
         secs.append([s.name, s.dtype_name, list(s.shape), crc, u])
@@ -98,7 +101,7 @@ def run_reader(micropython, tmp_path, files, nocrc32=False):
     script = tmp_path / "reader.py"
     script.write_text(READER)
     args = [tmp_path / "list.txt"] + (["nocrc32"] if nocrc32 else [])
-    res = micropython.run(script, args=args, heapsize="256k").check()
+    res = micropython.run(script, args=args, heapsize="256k", extra_path=[TESTS]).check()
     lines = res.stdout.splitlines()
     assert len(lines) == len(files), res.stdout[-2000:]
     return lines
@@ -225,6 +228,7 @@ HEAP_SCRIPT = r"""
 import gc, sys, array
 gc.collect()
 import bvit.modelfile as mf
+from device_readers import read_array, read_row, unpack_row
 path = sys.argv[1]
 budget = int(sys.argv[2])
 gc.collect()
@@ -247,23 +251,23 @@ w = m.section("blocks.0.ffn.w_in")
 out = array.array("b", bytes(w.shape[1]))
 scratch = bytearray(w.row_bytes)
 for r in (0, 511, w.rows - 1):
-    m.unpack_row(w, r, out, scratch)
+    unpack_row(m, w, r, out, scratch)
     print("w_in", r, mf.crc32(out))
 v = m.section("blocks.0.ffn.w_out")
 out = array.array("b", bytes(v.shape[1]))
-m.unpack_row(v, v.rows - 1, out)
+unpack_row(m, v, v.rows - 1, out)
 print("w_out", v.rows - 1, mf.crc32(out))
 m.check_trit5(w)
 m.check_trit5(v)
 e = m.section("embed.weight")
 row = bytearray(e.row_bytes)
-m.read_row(e, 200, row)
+read_row(m, e, 200, row)
 print("embed_row", 200, mf.crc32(row))
 part = bytearray(100)
 m.readinto(e, part, 1000)
 print("embed_bytes", 1000, 1100, mf.crc32(part))
-print("bias_sum", sum(m.read_array("blocks.0.ffn.bias")))
-print("gamma_sum", sum(m.read_array("norm.gamma")))
+print("bias_sum", sum(read_array(m, "blocks.0.ffn.bias")))
+print("gamma_sum", sum(read_array(m, "norm.gamma")))
 print("missing", m.find("nope"))
 del out, scratch, row, part
 m.close()
@@ -317,7 +321,7 @@ def test_heap_budget_small(micropython, tmp_path, big_model):
     path, expected = big_model
     script = tmp_path / "heap.py"
     script.write_text(HEAP_SCRIPT)
-    res = micropython.run(script, args=[path, 12 * 1024], heapsize="128k")
+    res = micropython.run(script, args=[path, 12 * 1024], heapsize="128k", extra_path=[TESTS])
     check_heap_run(res, expected)
 
 
@@ -342,6 +346,7 @@ def test_heap_32k_precompiled(micropython, tmp_path, big_model):
     (tmp_path / "heapwork.py").write_text(HEAP_SCRIPT)
     for src, dst in ((Path(__file__).resolve().parents[1] / "device/bvit/modelfile.py",
                       lib / "bvit" / "modelfile.mpy"),
+                     (TESTS / "device_readers.py", lib / "device_readers.mpy"),
                      (tmp_path / "heapwork.py", lib / "heapwork.mpy")):
         subprocess.run([tool, "-o", str(dst), str(src)], check=True)
     path, expected = big_model

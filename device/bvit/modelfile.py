@@ -8,9 +8,9 @@
 #     m = Model("model.bvit")               # header, table, metadata, CRC-32 checked
 #     s = m.section("blocks.0.ffn.w_in")    # a Section: name, dtype, shape, offset, nbytes
 #     m.readinto(s, buf, start)             # len(buf) bytes of the section from byte `start`
-#     m.read_row(s, r, buf)                 # row r (trit5: packed bytes)
-#     m.unpack_row(s, r, out)               # trit5 row r as -1/0/1 into out (array('b'))
 #     m.view(s, a, b)                       # memoryview, models held as bytes only
+#
+# Only what a board runs is here: the tests' row and array readers are tests/device_readers.py.
 
 import struct
 
@@ -119,25 +119,6 @@ def _json_kind(v):
     if v is None:
         return "null"
     return "a " + type(v).__name__
-
-
-def unpack_trit5(packed, cols, out, pos=0):
-    """Decode `cols` trits from packed bytes into out[pos:pos+cols] as -1, 0, 1."""
-    j = 0
-    for b in packed:
-        if j >= cols:
-            break
-        if b > 242:
-            raise ModelFormatError("byte %d is not a valid trit5 byte (243..255 are invalid)" % b)
-        for _ in range(5):
-            if j >= cols:
-                break
-            out[pos + j] = b % 3 - 1
-            b //= 3
-            j += 1
-    if j < cols:
-        raise ValueError("%d packed bytes hold fewer than %d trits" % (len(packed), cols))
-    return out
 
 
 class Section:
@@ -419,11 +400,6 @@ class Model:
     def __len__(self):
         return self.section_count
 
-    def section_at(self, i):
-        if not 0 <= i < self.section_count:
-            raise IndexError("section index out of range")
-        return self._section(i)
-
     def sections(self):
         """Every section, in table (= name = file) order, read one entry at a time."""
         for i in range(self.section_count):
@@ -483,38 +459,6 @@ class Model:
             raise ValueError("bytes %d..%d are outside section '%s' (%d bytes)"
                              % (start, end, sec.name, sec.nbytes))
         return self._mem[sec.offset + start:sec.offset + end]
-
-    def read_row(self, sec, r, buf=None):
-        """Row r (first index) of a section as stored; into buf (row_bytes long) or a new bytearray."""
-        sec = self._sec(sec)
-        if not 0 <= r < sec.rows:
-            raise IndexError("row %d out of range for section '%s' (%d rows)" % (r, sec.name, sec.rows))
-        rb = sec.row_bytes
-        if buf is None:
-            buf = bytearray(rb)
-        elif len(buf) != rb:
-            raise ValueError("row buffer has %d bytes, section '%s' rows have %d" % (len(buf), sec.name, rb))
-        self._read(sec.offset + r * rb, buf)
-        return buf
-
-    def unpack_row(self, sec, r, out, buf=None):
-        """Row r of a trit5 section as cols values -1/0/1 into out (e.g. array('b', cols));
-        buf: optional scratch of row_bytes bytes."""
-        sec = self._sec(sec)
-        if sec.dtype != TRIT5:
-            raise ValueError("section '%s' is %s, not trit5" % (sec.name, sec.dtype_name))
-        try:
-            return unpack_trit5(self.read_row(sec, r, buf), sec.shape[1], out)
-        except ModelFormatError as exc:
-            raise ModelFormatError("section '%s' row %d: %s" % (sec.name, r, exc))
-
-    def read_array(self, sec):
-        """A whole (small) section as an array.array of its type; trit5 gives its packed bytes."""
-        import array
-        sec = self._sec(sec)
-        raw = bytearray(sec.nbytes)
-        self._read(sec.offset, raw)
-        return array.array(TYPECODES[sec.dtype], raw)
 
     def check_trit5(self, sec, chunk=256):
         """Check every byte of a trit5 section (no byte 243..255, padding trits 0), as the
