@@ -184,9 +184,12 @@ def repl_exec(pty: str, code: str, timeout: float = 20) -> str:
         port.write(b"\r\x01")  # raw REPL
         read_until(port, b"raw REPL; CTRL-B to exit\r\n>", deadline)
         data = code.encode()
-        for i in range(0, len(data), 256):  # the board's UART buffer is small
-            port.write(data[i : i + 256])
-            time.sleep(0.01)
+        # The board's UART receive buffer is small (MicroPython 1.9.2 for the micro:bit keeps
+        # 64 bytes) and qemu delivers a write at once: more than that in one write can
+        # overflow it and arrive as a SyntaxError. 32-byte writes, paced, never do.
+        for i in range(0, len(data), 32):
+            port.write(data[i : i + 32])
+            time.sleep(0.02)
         port.write(b"\x04")
         read_until(port, b"OK", deadline)
         out = read_until(port, b"\x04", deadline)[:-1]

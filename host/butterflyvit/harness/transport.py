@@ -135,7 +135,9 @@ class RawRepl:
 
     PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 
-    def __init__(self, transport: SerialTransport, *, chunk: int = 64, chunk_delay: float = 0.01,
+    # Without raw-paste mode nothing paces the host: code goes in chunks of `chunk` bytes,
+    # `chunk_delay` s apart, half the 64-byte UART buffer of the smallest boards (micro:bit).
+    def __init__(self, transport: SerialTransport, *, chunk: int = 32, chunk_delay: float = 0.01,
                  use_raw_paste: bool = True):
         self.t = transport
         self.chunk = chunk
