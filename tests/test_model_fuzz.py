@@ -28,7 +28,7 @@ from butterflyvit.intmodel import IntModel
 from butterflyvit.modelfile import ModelFormatError, Trits, decode_model, encode_model
 from butterflyvit.quantize import INT_FORMAT, INT_VERSION
 from test_device_model import mpy_package
-from test_intmodel import VARIANTS, tiny_bytes
+from test_intmodel import VARIANTS, _json_paths, tiny_bytes
 
 CASES = 320
 SEED = 20261201
@@ -87,17 +87,6 @@ def _values_for(rng):
                        [1, 2, 3], {}, {"shift": 5, "eps": 3}])
 
 
-def _paths(node, prefix=()):
-    if prefix:
-        yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
 def edit_metadata(data, rng):
     m = decode_model(data)
     meta = copy.deepcopy(m.metadata)
@@ -118,7 +107,7 @@ def edit_metadata(data, rng):
         tgt[rng.choice(["2", "extra", "depth2"])] = rng.choice([1, [16384, 20]])
     else:
         keys = ["logit_scale", "classes", "format", "int_version", "quant", "config"]
-        paths = [p for p in _paths(meta) if p[0] in keys]
+        paths = [p for p in _json_paths(meta) if p and p[0] in keys]
         path = rng.choice(paths)
         node = meta
         for k in path[:-1]:

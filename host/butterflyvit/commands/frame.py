@@ -44,10 +44,11 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
 
 
 def size_from_name(path: Path):
-    """(w, h) from a name like cam_160x120.rgb565 (the board's own rule), or None."""
-    part = path.stem.rsplit("_", 1)[-1]
-    w, _, h = part.partition("x")
-    return (int(w), int(h)) if w.isdigit() and h.isdigit() else None
+    """(w, h) from a name like cam_160x120.rgb565, by the board's own rule, or None."""
+    from bvit.frames import size_from_name as board_rule
+
+    size = board_rule(path.as_posix())
+    return tuple(int(v) for v in size.split("x")) if size else None
 
 
 def image_to_frame_file(path: Path, out: Path, fmt: str, size) -> Path:
