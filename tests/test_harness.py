@@ -16,7 +16,7 @@ from butterflyvit.harness import files as F
 from butterflyvit.harness.protocol import job, parse_ready, parse_result, read_jobs, write_jobs
 from butterflyvit.harness.run import HarnessOptions, memory_advice
 from butterflyvit.harness.transport import (BoardDisconnected, BoardException, BoardTimeout,
-                                            HarnessError, RawRepl)
+                                            HarnessError, RawRepl, SerialTransport)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +61,28 @@ def test_microbit_no_answer_is_a_clean_error(tmp_path):
         os.close(slave)
     with pytest.raises(HarnessError, match="cannot open serial port /nonexistent/tty"):
         RawRepl.connect("/nonexistent/tty")
+
+
+def test_port_vanishing_in_any_call_is_a_disconnect():
+    """A pty whose far end closes: write, flush (pyserial raises termios.error from tcdrain,
+    not an OSError) and read all say 'disconnected', never a traceback."""
+    import pty as ptymod
+
+    for call in ("flush", "write", "read"):
+        master, slave = ptymod.openpty()
+        link = SerialTransport(os.ttyname(slave))
+        try:
+            os.close(master)
+            with pytest.raises(BoardDisconnected, match="disconnected while testing"):
+                if call == "flush":
+                    link.write(b"", "testing")        # nothing to write: only the drain runs
+                elif call == "write":
+                    link.write(b"x" * 4096, "testing")
+                else:
+                    link.read_exactly(1, 5, "testing")
+        finally:
+            link.close()
+            os.close(slave)
 
 
 # ------------------------------------------------------------------ unix MicroPython (pty)

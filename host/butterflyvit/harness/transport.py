@@ -50,6 +50,13 @@ def _tail(data: bytes, n: int = 200) -> str:
     return repr(data[-n:]) if data else "nothing"
 
 
+try:  # pyserial's flush() calls termios.tcdrain unwrapped: a vanished pty raises termios.error
+    import termios
+    _PORT_GONE = (OSError, termios.error)
+except ImportError:  # pragma: no cover - Windows
+    _PORT_GONE = (OSError,)
+
+
 class SerialTransport:
     """A serial port (pyserial) with deadline-based reads and disconnect detection."""
 
@@ -74,17 +81,17 @@ class SerialTransport:
         try:
             self.port.write(data)
             self.port.flush()
-        except (self._serial_mod.SerialException, OSError) as exc:
-            raise self._lost(doing, exc) from None
-        except self._serial_mod.SerialTimeoutException as exc:  # pragma: no cover
+        except self._serial_mod.SerialTimeoutException as exc:  # pragma: no cover - a subclass, so first
             raise BoardTimeout(f"{self.what} on {self.port_name} stopped accepting data while {doing}") from exc
+        except _PORT_GONE + (self._serial_mod.SerialException,) as exc:
+            raise self._lost(doing, exc) from None
 
     def read_some(self, doing: str) -> bytes:
         """Whatever arrives within the port's short timeout (may be b"")."""
         try:
             n = self.port.in_waiting
             return self.port.read(n or 1)
-        except (self._serial_mod.SerialException, OSError, TypeError) as exc:
+        except _PORT_GONE + (self._serial_mod.SerialException, TypeError) as exc:
             raise self._lost(doing, exc) from None
 
     def read_until(self, marker: bytes, timeout: float, doing: str) -> bytes:
