@@ -13,7 +13,7 @@ SRC_USERMOD_C += $(BVITNATIVE_DIR)/bvitnative.c
 
 # the plain C99 kernels (no MicroPython dependency)
 SRC_USERMOD_LIB_C += $(addprefix $(BVITNATIVE_DIR)/kernels/,\
-	bvit_api.c bvit_tables.c butterfly.c elementwise.c expert.c linear.c lut.c \
-	norm.c requant.c softmax.c stream.c ternary.c trits.c)
+	attn.c bvit_api.c bvit_tables.c butterfly.c elementwise.c expert.c linear.c lut.c \
+	layers.c norm.c requant.c softmax.c ternary.c trits.c)
 
 CFLAGS_USERMOD += -I$(BVITNATIVE_DIR)
