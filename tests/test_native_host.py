@@ -520,7 +520,8 @@ def test_misaligned_buffers_are_refused(nat):
 
 @pytest.mark.skipif(SANITIZED, reason="this is the sanitized run")
 def test_everything_again_under_asan_and_ubsan(tmp_path_factory):
-    """Re-run this file against the ASan+UBSan build (LD_PRELOAD'ed into a child Python)."""
+    """Re-run this file and the whole-layer tests (test_native_layers.py) against the
+    ASan+UBSan build (LD_PRELOAD'ed into a child Python)."""
     libdir = tmp_path_factory.mktemp("native-san")
     try:
         BC.build_library(libdir, sanitize=True)
@@ -532,7 +533,8 @@ def test_everything_again_under_asan_and_ubsan(tmp_path_factory):
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "-k", "not asan", __file__], cwd=REPO, env=env, capture_output=True,
+                           "-k", "not asan", __file__,
+                           str(Path(__file__).with_name("test_native_layers.py"))], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, tail

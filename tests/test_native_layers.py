@@ -34,7 +34,8 @@ import bvit_ctypes as BC  # noqa: E402
 @pytest.fixture(scope="module")
 def nat(tmp_path_factory):
     out = Path(os.environ.get("BVIT_NATIVE_LIBDIR") or tmp_path_factory.mktemp("native"))
-    return BC.Native(BC.build_library(out))
+    # under test_native_host.py's sanitizer re-run: the ASan + UBSan build
+    return BC.Native(BC.build_library(out, sanitize=os.environ.get("BVIT_NATIVE_SANITIZE") == "1"))
 
 
 def layer_forward(nat, data: bytes, tokens: np.ndarray, slots: int | None = None):

@@ -507,7 +507,8 @@ def ram_layers(c):
     b += 2 * n * d + n * d + 3 * n * d            # residual (int16), LN / attention out, qkv
     b += 6 * n * k + 4 * layer_work(c)            # routes, scratch
     b += 7 * rows + 7 * d + 6 * d + 2 * d         # (mult, shift, bias) x 2, LayerNorm g, b, pool
-    b += max(3 * n * d, 4 * layer_work(c))        # the zero initialiser, while allocating
+    b += 3 * n * d                                # the zero initialiser, while allocating
+    #                                               (the scratch is a bytearray: zeroed as made)
     return b
 
 
