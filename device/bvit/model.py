@@ -67,8 +67,12 @@ class Classifier:
         gc.collect()
         source = _mapped(source)
         # The native module's whole-layer functions run when the weights can be read in
-        # place (frozen, ROMFS, bytes): MicroPython then only calls them once per layer.
-        self.layers = not isinstance(source, str) and _layer_module(backend)
+        # place (frozen, ROMFS, bytes; a file when RAM holds it with room to spare):
+        # MicroPython then only calls them once per layer.
+        self.layers = _layer_module(backend)
+        if self.layers and isinstance(source, str):
+            source = _into_ram(source)
+        self.layers = self.layers and not isinstance(source, str)
         from . import loader
         try:
             r = loader.load(source, verify, weight_buffer, self.layers)
@@ -544,6 +548,28 @@ def _mapped(source):
             return memoryview(f)
     except (TypeError, OSError, AttributeError):
         return source
+
+
+# a file is read into RAM for the whole-layer path only with this much left over besides
+LAYERS_SPARE = 128 * 1024
+
+
+def _into_ram(path):
+    """The model file's bytes in a bytearray when the heap holds them and LAYERS_SPARE more
+    (boards with PSRAM; the unix port), else the path (read in slices, row by row)."""
+    import os
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return path                             # the loader says what is wrong
+    gc.collect()
+    if gc.mem_free() < size + LAYERS_SPARE:
+        return path
+    buf = bytearray(size)
+    with open(path, "rb") as f:
+        if f.readinto(buf) != size:
+            return path
+    return buf
 
 
 def _unload(name):
