@@ -604,18 +604,18 @@ static mp_obj_t mod_ffn(size_t n_args, const mp_obj_t *args)
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ffn_obj, 13, 13, mod_ffn);
 
-// ffn_work_size(d, f, k, n_stages, slots) -> int32 elements of ffn's work buffer
+// ffn_work_size(n, d, f, k, n_stages, slots) -> int32 elements of ffn's work buffer
 static mp_obj_t mod_ffn_work_size(size_t n_args, const mp_obj_t *args)
 {
     long n = bvit_api_ffn_work_size(get_long(args[0]), get_long(args[1]), get_long(args[2]),
-                                    get_long(args[3]), get_long(args[4]));
+                                    get_long(args[3]), get_long(args[4]), get_long(args[5]));
     (void)n_args;
     if (n < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("ffn_work_size: sizes out of range"));
     }
     return mp_obj_new_int(n);
 }
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ffn_work_size_obj, 5, 5, mod_ffn_work_size);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ffn_work_size_obj, 6, 6, mod_ffn_work_size);
 
 /* ---------------------------------------------------------------- the module */
 

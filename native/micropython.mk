@@ -17,3 +17,9 @@ SRC_USERMOD_LIB_C += $(addprefix $(BVITNATIVE_DIR)/kernels/,\
 	layers.c norm.c requant.c softmax.c ternary.c trits.c)
 
 CFLAGS_USERMOD += -I$(BVITNATIVE_DIR)
+
+# -O2 for the kernels, as micropython.cmake gives them on rp2 and esp32 (the instruction
+# counts of benchmarks/results/ are for -O2; make-based ports build -Os): target-specific
+# flags of the kernels' objects, after the port's own, so the last -O wins.
+$(addprefix $(BUILD)/,$(patsubst $(USER_C_MODULES)/%.c,%.o,\
+	$(filter $(BVITNATIVE_DIR)/kernels/%,$(SRC_USERMOD_LIB_C)))): CFLAGS += -O2

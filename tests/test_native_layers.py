@@ -55,7 +55,7 @@ def layer_forward(nat, data: bytes, tokens: np.ndarray, slots: int | None = None
     QB = board["QB"]
     work = np.zeros(schema.layer_work(c), np.int32)
     if slots is not None:                       # fewer rotation-table slots than experts
-        work = np.zeros(nat.ffn_work_size(d, f, kk, nl, slots), np.int32)
+        work = np.zeros(nat.ffn_work_size(n, d, f, kk, nl, slots), np.int32)
 
     def arr(name, dt):
         return np.frombuffer(data, dt, count=m.info(name).nbytes // np.dtype(dt).itemsize,
@@ -155,7 +155,7 @@ def test_work_size_formula_is_the_modules(nat):
     for d, f, k, nl in ((64, 256, 2, 4), (24, 40, 1, 2), (7, 13, 3, 2), (128, 512, 2, 6)):
         c = {"dim": d, "ffn_dim": f, "num_experts": 8, "top_k": k, "butterfly_stages": nl,
              "tokens": 16, "grid": 4, "smooth_routing": True, "num_classes": 10}
-        assert schema.layer_work(c) >= nat.ffn_work_size(d, f, k, nl, k)
+        assert schema.layer_work(c) >= nat.ffn_work_size(16, d, f, k, nl, k)
 
 
 def test_bad_calls_are_refused(nat):

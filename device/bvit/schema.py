@@ -492,7 +492,7 @@ def layer_work(c):
     d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
     n, g = c["tokens"], c["grid"]
     dp, fp = pad(d), pad(f)
-    ffn = LUT_ENTRIES + dp + fp + d + (k * f + f + d + 1) // 2 + k * (nl * (dp + fp) + 2)
+    ffn = LUT_ENTRIES + dp + fp + d + (k * f + f + d + n + 1) // 2 + k * (nl * (dp + fp) + 2)
     rows = max(3 * d, c["num_classes"])
     return max(ffn, (3 if c["smooth_routing"] else 1) * g * E + E, rows + (rows + 1) // 2,
                n + (n + 1) // 2, d)

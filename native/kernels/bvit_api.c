@@ -1128,9 +1128,9 @@ const char *bvit_api_route(const bvit_buf_t *a, const bvit_buf_t *w, const bvit_
 }
 
 /* bytes of bvit_ffn_tokens' fixed scratch, in int32 units; rot tables per slot after it */
-static size_t ffn_fixed(size_t d, size_t f, size_t pin, size_t pout, size_t k)
+static size_t ffn_fixed(size_t n, size_t d, size_t f, size_t pin, size_t pout, size_t k)
 {
-    size_t halves = k * f + f + d; /* h, m, y (int16) */
+    size_t halves = k * f + f + d + n; /* h, m, y (int16), the token order (uint16) */
     return BVIT_LUT_ENTRIES + pin + pout + d + (halves + 1u) / 2u;
 }
 
@@ -1205,7 +1205,7 @@ const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_bu
         return "VB must have d values";
     }
     per = (size_t)nl * (pin + pout);
-    fixed = ffn_fixed((size_t)d, (size_t)f, pin, pout, (size_t)k);
+    fixed = ffn_fixed((size_t)n, (size_t)d, (size_t)f, pin, pout, (size_t)k);
     if (work_ints(work) < 0) {
         return "Twork must be an array('i') or bytearray of scratch";
     }
@@ -1222,10 +1222,11 @@ const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_bu
     S.work_in = S.tables + BVIT_LUT_ENTRIES;
     S.work_out = S.work_in + pin;
     S.acc = S.work_out + pout;
-    halves = (size_t)k * (size_t)f + (size_t)f + (size_t)d;
+    halves = (size_t)k * (size_t)f + (size_t)f + (size_t)d + (size_t)n;
     S.h = (int16_t *)(S.acc + d);
     S.m = S.h + (size_t)k * (size_t)f;
     S.y = S.m + f;
+    S.order = (uint16_t *)(S.y + d);
     S.slot_expert = S.acc + d + (halves + 1u) / 2u;
     S.slot_used = (uint32_t *)(S.slot_expert + slots);
     S.rot = (int32_t *)(S.slot_used + slots);
@@ -1254,16 +1255,16 @@ const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_bu
     return NULL;
 }
 
-long bvit_api_ffn_work_size(long d, long f, long k, long n_stages, long slots)
+long bvit_api_ffn_work_size(long n, long d, long f, long k, long n_stages, long slots)
 {
     size_t pin, pout;
-    if (d < 2 || d > 4096 || f < 2 || f > 4096 || k < 1 || k > BVIT_ROUTE_MAX_K ||
-        n_stages < 1 || n_stages > 12 || slots < 1 || slots > k) {
+    if (n < 1 || n > 16384 || d < 2 || d > 4096 || f < 2 || f > 4096 || k < 1 ||
+        k > BVIT_ROUTE_MAX_K || n_stages < 1 || n_stages > 12 || slots < 1 || slots > k) {
         return -1;
     }
     pin = next_pow2((size_t)d);
     pout = next_pow2((size_t)f);
-    return (long)(ffn_fixed((size_t)d, (size_t)f, pin, pout, (size_t)k) +
+    return (long)(ffn_fixed((size_t)n, (size_t)d, (size_t)f, pin, pout, (size_t)k) +
                   (size_t)slots * ((size_t)n_stages * (pin + pout) + 2u));
 }
 

@@ -127,7 +127,7 @@ const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_bu
                          const bvit_buf_t *outB, const bvit_buf_t *work, const long *p,
                          size_t np);
 /* int32 elements of ffn's work buffer with `slots` experts' rotation tables (-1: bad) */
-long bvit_api_ffn_work_size(long d, long f, long k, long n_stages, long slots);
+long bvit_api_ffn_work_size(long n, long d, long f, long k, long n_stages, long slots);
 
 #ifdef __cplusplus
 }

@@ -358,7 +358,8 @@ typedef struct {
 
 /* Scratch of bvit_ffn_tokens.  rot: `slots` experts' rotation tables, n_stages *
  * (n_pad_in + n_pad_out) int32 each: an expert's phases are expanded when no slot holds
- * them (neighbouring tokens often share experts), so more slots, fewer expansions. */
+ * them, the tokens are run sorted by their experts and a token's cached experts first,
+ * so that few phases are expanded twice; more slots, fewer expansions. */
 typedef struct {
     int32_t *tables;             /* BVIT_LUT_ENTRIES */
     int32_t *work_in, *work_out; /* n_pad_in, n_pad_out */
@@ -368,6 +369,7 @@ typedef struct {
     int32_t *slot_expert;        /* slots */
     uint32_t *slot_used;         /* slots */
     int16_t *h, *m, *y;          /* k * f, f, d */
+    uint16_t *order;             /* n: the order the tokens are run in */
 } bvit_ffn_scratch_t;
 
 void bvit_ffn_tokens(const bvit_ffn_t *p, const int8_t *a, const uint16_t *idx,

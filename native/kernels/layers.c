@@ -159,48 +159,86 @@ void bvit_route_tokens(const bvit_route_t *p, const int8_t *a, int32_t *ring, in
 
 /* ---------------------------------------------------------------- the expert layer */
 
-/* Expert e's rotation tables in a slot of the cache: expanded when no slot holds them,
- * into the least recently used slot that the token's other experts do not need. */
+/* Expert e's rotation tables from the cache of `slots` experts: expanded into the least
+ * recently used slot when no slot holds them. */
 static const int32_t *expert_rot(const bvit_ffn_t *p, bvit_ffn_scratch_t *s, int32_t e,
-                                 uint32_t now, const uint16_t *mine, size_t j)
+                                 uint32_t now)
 {
     size_t per = p->n_stages * (p->n_pad_in + p->n_pad_out);
     size_t i, best = 0;
-    int found = 0;
+    int32_t *rot;
     for (i = 0; i < s->slots; i++) {
         if (s->slot_expert[i] == e) {
             s->slot_used[i] = now;
             return s->rot + i * per;
         }
-    }
-    for (i = 0; i < s->slots; i++) {
-        size_t q;
-        int busy = 0;
-        for (q = 0; q < j; q++) { /* an earlier expert of this token lives there */
-            busy |= s->slot_expert[i] == (int32_t)mine[q];
-        }
-        if (!busy && (!found || s->slot_used[i] < s->slot_used[best])) {
+        if (s->slot_used[i] < s->slot_used[best]) {
             best = i;
-            found = 1;
         }
     }
+    rot = s->rot + best * per;
     {
-        int32_t *rot = s->rot + best * per;
         size_t nphi = p->n_stages * p->n_pad_in / 2u, nth = p->n_stages * p->n_pad_out / 2u;
         bvit_rot_expand_raw(p->phi + 2u * nphi * (size_t)e, nphi, rot);
         bvit_rot_expand_raw(p->theta + 2u * nth * (size_t)e, nth,
                             rot + p->n_stages * p->n_pad_in);
-        s->slot_expert[best] = e;
-        s->slot_used[best] = now;
-        return rot;
+    }
+    s->slot_expert[best] = e;
+    s->slot_used[best] = now;
+    return rot;
+}
+
+static int cached(const bvit_ffn_scratch_t *s, int32_t e)
+{
+    size_t i;
+    for (i = 0; i < s->slots; i++) {
+        if (s->slot_expert[i] == e) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* a token's (smallest expert, largest expert), as one sort key */
+static uint32_t pair_key(const uint16_t *idx, size_t t, size_t k)
+{
+    uint32_t lo = 0xFFFFu, hi = 0;
+    size_t j;
+    for (j = 0; j < k; j++) {
+        uint32_t e = idx[t * k + j];
+        lo = e < lo ? e : lo;
+        hi = e > hi ? e : hi;
+    }
+    return lo << 16 | hi;
+}
+
+/* The order the tokens are run in: by their smallest, then largest expert, so that
+ * tokens sharing an expert follow each other and its rotation tables stay in the cache.
+ * (Tokens are independent in this layer: the order changes no result.)  Shell sort. */
+static void token_order(const uint16_t *idx, size_t n, size_t k, uint16_t *order)
+{
+    size_t t, j, gap;
+    for (t = 0; t < n; t++) {
+        order[t] = (uint16_t)t;
+    }
+    for (gap = n / 2u; gap > 0; gap /= 2u) {
+        for (t = gap; t < n; t++) {
+            uint16_t v = order[t];
+            uint32_t kv = pair_key(idx, v, k);
+            for (j = t; j >= gap && pair_key(idx, order[j - gap], k) > kv; j -= gap) {
+                order[j] = order[j - gap];
+            }
+            order[j] = v;
+        }
     }
 }
 
 void bvit_ffn_tokens(const bvit_ffn_t *p, const int8_t *a, const uint16_t *idx,
                      const int32_t *gates, int16_t *x, bvit_ffn_scratch_t *s)
 {
-    size_t t, j, i;
+    size_t i, j, pass, tt;
     size_t k = p->k;
+    uint32_t now = 0;
     uint16_t g[BVIT_ROUTE_MAX_K];
     bvit_expert_t ex;
     ex.dim = p->d;
@@ -217,16 +255,29 @@ void bvit_ffn_tokens(const bvit_ffn_t *p, const int8_t *a, const uint16_t *idx,
         s->slot_expert[i] = -1;
         s->slot_used[i] = 0;
     }
-    for (t = 0; t < p->n; t++) {
+    token_order(idx, p->n, k, s->order);
+    for (tt = 0; tt < p->n; tt++) {
+        size_t t = s->order[tt];
         const uint16_t *mine = idx + t * k;
         int16_t *xt = x + t * p->d;
-        for (j = 0; j < k; j++) { /* 10-13: each chosen expert on the token */
-            const int32_t *rot = expert_rot(p, s, (int32_t)mine[j], (uint32_t)(t * k + j + 1),
-                                            mine, j);
-            ex.phi_rot = rot;
-            ex.theta_rot = rot + p->n_stages * p->n_pad_in;
-            bvit_expert_forward(&ex, a + t * p->d, s->h + j * p->f, s->work_in, s->work_out,
-                                s->tables);
+        uint32_t done = 0;
+        /* 10-13: each chosen expert on the token, those in the cache first (the mixture
+         * takes expert j's output from h + j f whatever the order) */
+        for (pass = 0; pass < 2; pass++) {
+            for (j = 0; j < k; j++) {
+                const int32_t *rot;
+                if ((done >> j & 1u) || (pass == 0 && !cached(s, (int32_t)mine[j]))) {
+                    continue;
+                }
+                done |= (uint32_t)1 << j;
+                rot = expert_rot(p, s, (int32_t)mine[j], ++now);
+                ex.phi_rot = rot;
+                ex.theta_rot = rot + p->n_stages * p->n_pad_in;
+                bvit_expert_forward(&ex, a + t * p->d, s->h + j * p->f, s->work_in,
+                                    s->work_out, s->tables);
+            }
+        }
+        for (j = 0; j < k; j++) {
             g[j] = (uint16_t)gates[t * k + j];
         }
         bvit_mix(s->h, k, p->f, g, s->m); /* 14. the gated mixture, int16 */

@@ -347,10 +347,10 @@ class Native:
         self._call("ffn", *[self._p(v) for v in bufs], *self._params(params), outs=[bufs[1]])
         return x
 
-    def ffn_work_size(self, d, f, k, n_stages, slots):
+    def ffn_work_size(self, n_tokens, d, f, k, n_stages, slots):
         fn = self.lib.bvit_api_ffn_work_size
         fn.restype = ctypes.c_long
-        n = fn(*[ctypes.c_long(v) for v in (d, f, k, n_stages, slots)])
+        n = fn(*[ctypes.c_long(v) for v in (n_tokens, d, f, k, n_stages, slots)])
         if n < 0:
             raise ValueError("ffn_work_size: sizes out of range")
         return n
