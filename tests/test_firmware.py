@@ -78,7 +78,7 @@ def test_missing_checkout_is_one_clear_line(tmp_path):
 
 def test_unknown_board_and_port_mismatch(fake_checkout):
     err = error_line(build("--micropython", fake_checkout, "--board", "nope"))
-    assert "--board: unknown board 'nope'; known: unix, qemu, rp2040-pico, esp32-cam" in err
+    assert "--board: unknown board 'nope'; known: unix, qemu, qemu-m0plus, rp2040-pico, esp32-cam" in err
     err = error_line(build("--micropython", fake_checkout, "--port", "rp2", "--board", "esp32c3"))
     assert "--board esp32c3 is built with --port esp32, not rp2" in err
     res = build("--micropython", fake_checkout, "--port", "stm32")
