@@ -22,6 +22,7 @@ Every logit vector of both passes is compared with the host's integer model
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shlex
@@ -209,7 +210,7 @@ def start_code(backend_expr):
 
 
 PASS_CODE = "_bva.probe.collect = %r\n"  # the timed pass (False), then the heap pass (True)
-PASSES = ((False, "time"), (True, "heap"))
+PASSES = (False, True)
 END_CODE = "_bva.close()\n_bva = _bv = None\ngc.collect()\n"
 
 
@@ -218,8 +219,6 @@ def parse_info(text, model: Path):
     if line is None:
         raise BenchError("the firmware did not say what it is (was it built with a model frozen, "
                          f"--model?): {text[-300:]!r}")
-    import ast
-
     version, machine, size, crc = ast.literal_eval(line[len("BVIT-INFO"):].strip())
     data = model.read_bytes()
     if size != len(data) or crc not in (-1, zlib.crc32(data)):
@@ -262,7 +261,7 @@ def run_qemu(elf, frames, want, backends, model, timeout):
                     board = QemuRepl(elf, *ICOUNT)
                 setup = parse_ready(board.exec(start_code(repr(backend)), timeout))
                 results = []
-                for collect, _ in PASSES:
+                for collect in PASSES:
                     board.exec(PASS_CODE % collect, 60)
                     for i, f in enumerate(frames):
                         text = board.exec(classify_call(i, f, W, H, "GRAYSCALE"), timeout)
@@ -293,7 +292,7 @@ for _be in {backends!r}:
     print('BVIT-BACKEND', _be)
     try:
 {start}
-        for _c in (False, True):
+        for _c in {passes!r}:
             _bva.probe.collect = _c
             with open('frames.b64', 'rb') as _f:
                 _i = 0
@@ -313,7 +312,7 @@ def unix_script(backends):
     def indent(code):
         return "\n".join("        " + ln for ln in code.strip().splitlines())
     return INFO + UNIX_SCRIPT.format(backends=tuple(backends), start=indent(start_code("_be")),
-                                     end=indent(END_CODE), w=W, h=H)
+                                     passes=PASSES, end=indent(END_CODE), w=W, h=H)
 
 
 def run_unix(exe, frames, want, backends, model, heap, path=".frozen"):
@@ -465,8 +464,13 @@ def markdown(res: dict) -> str:
                   f"{_yes(res['exact'])} |"]
     u = res["ports"].get("unix")
     if u:
-        lines += ["", f"## unix port ({u.get('board', '?')}, `-X heapsize={u['heap']}`)", "",
-                  "| kernels | exact | ms / image (median) | best | with a collection at each probe | "
+        host = res.get("host")
+        lines += ["", f"## unix port ({u.get('board', '?')}, `-X heapsize={u['heap']}`)", ""]
+        if host:
+            lines += [f"Wall clock on a host with {host['cores']} cores, load average "
+                      f"{host['load_average']} when the run ended: *best* is the least disturbed "
+                      "image.", ""]
+        lines += ["| kernels | exact | ms / image (median) | best | with a collection at each probe | "
                   "heap peak (live) | heap between images |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for b, r in u["backends"].items():
@@ -542,6 +546,7 @@ def main(argv=None) -> int:
             "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
             "model_bytes": model.stat().st_size, "images": args.images,
             "backends": args.backends, "wall_s": round(time.monotonic() - t0, 1),
+            "host": {"cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1)},
             "firmware": (f"built by an earlier run, reused from {args.firmware_dir}"
                          if args.firmware_dir else "built by this run")}
     res = summarize(ports, meta)

@@ -89,7 +89,8 @@ def synthetic(qemu_viper_exact=(True, True, True)):
 
 META = {"command": "python benchmarks/board_path.py --images 3", "micropython": "MicroPython v1.28.0",
         "model": "models/pico-fmnist.bvit", "model_bytes": 477392, "images": 3,
-        "backends": ["native", "viper"], "wall_s": 12.5, "firmware": "built by this run"}
+        "backends": ["native", "viper"], "wall_s": 12.5, "firmware": "built by this run",
+        "host": {"cores": 2, "load_average": 3.5}}
 
 
 def test_writer_on_a_synthetic_result(tmp_path):
@@ -114,6 +115,7 @@ def test_writer_on_a_synthetic_result(tmp_path):
     assert "| native | 3/3 | 100.0 M | 90.0 - 110.0 M | 1,053 ms | 100.0 M | 40.0 KB | 39.1 KB |" in md
     assert "| native >= 5x fewer instructions than viper | 6.0x | met |" in md
     assert "| RP2040 estimate <= 1000 ms per image (native) | 1,053 ms | **not met** |" in md
+    assert "host with 2 cores, load average 3.5" in md
     assert "| native | 3/3 | 255.0 | 250.0 | 262.0 | 40.0 KB | 39.1 KB |" in md
     assert "| viper | - | failed: MemoryError('memory allocation failed') |" in md
     assert "Cortex-M3 (ARMv7-M, Thumb-2) instructions" in md and "CPI 1.38" in md
