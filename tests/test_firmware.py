@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from beds.firmware import ICOUNT, QemuRepl, switches_for_missing_submodules
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "build_firmware.py"
@@ -168,16 +167,6 @@ def host_logits(frame):
     return [int(v) for v in m.forward_frame(frame, 28, 28, "GRAYSCALE").logits]
 
 
-def switches_for_missing_submodules(top: Path):
-    """Build what this checkout allows: modules whose submodule is absent switched off."""
-    def empty(sub):
-        d = top / sub
-        return not d.is_dir() or all(p.name == ".git" for p in d.iterdir())
-
-    return [flag for sub, flag in (("lib/berkeley-db-1.xx", "MICROPY_PY_BTREE=0"),
-                                   ("lib/mbedtls", "MICROPY_PY_SSL=0")) if empty(sub)]
-
-
 @NEEDS_CHECKOUT
 def test_unix_firmware_classifies_bit_exact(tmp_path):
     top = Path(MPY_DIR)
@@ -202,51 +191,6 @@ def test_unix_firmware_classifies_bit_exact(tmp_path):
         assert [int(v) for v in got.group(1).split()] == host_logits(frame)
 
 
-class QemuRepl:
-    """The qemu port's firmware on mps2-an385, its UART on stdin/stdout (raw REPL)."""
-
-    def __init__(self, elf, *extra):
-        # -serial stdio, not mon:stdio: the monitor would take the raw REPL's Ctrl-A
-        self.proc = subprocess.Popen(
-            ["qemu-system-arm", "-machine", "mps2-an385", "-nographic", "-monitor", "null",
-             "-semihosting", "-serial", "stdio", *extra, "-kernel", str(elf)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.send(b"\r")  # qemu's stdio only starts once it has read something
-        self.read_until(b">>> ", 30)
-        self.send(b"\x01")
-        self.read_until(b"raw REPL; CTRL-B to exit\r\n>", 10)
-
-    def send(self, data):
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def read_until(self, marker, timeout):
-        buf, end = b"", time.monotonic() + timeout
-        while marker not in buf:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, end - time.monotonic()))
-            chunk = os.read(self.proc.stdout.fileno(), 4096) if ready else b""
-            if not chunk:
-                raise AssertionError(f"qemu: no {marker!r} within {timeout} s; got {buf[-800:]!r}")
-            buf += chunk
-        return buf
-
-    def exec(self, code, timeout=600):
-        data = code.encode()
-        for i in range(0, len(data), 256):  # the UART has a small buffer
-            self.send(data[i:i + 256])
-            time.sleep(0.01)
-        self.send(b"\x04")
-        out = self.read_until(b"\x04>", timeout)
-        assert out.startswith(b"OK"), out
-        text, _, err = out[2:].partition(b"\x04")
-        assert not err.strip(b"\x04>"), err.decode(errors="replace")
-        return text.decode()
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
 @NEEDS_CHECKOUT
 @pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
                     reason="needs arm-none-eabi-gcc and qemu-system-arm (scripts/setup.sh)")
@@ -266,8 +210,7 @@ def test_qemu_firmware_classifies_bit_exact(tmp_path):
         f"for f in {imgs!r}:",
         "    print(list(net.classify_frame(Frame(f, 28, 28, 'GRAYSCALE'))))",
     ])
-    # -icount shift=0: one instruction per virtual nanosecond, a deterministic clock
-    board = QemuRepl(out / "firmware.elf", "-icount", "shift=0")
+    board = QemuRepl(out / "firmware.elf", *ICOUNT)
     try:
         lines = board.exec(code).splitlines()
     finally:
