@@ -1,8 +1,9 @@
 """What a board runs, end to end: classify (device/bvit) on real MicroPython firmware built
-with the project's C module, timed on an emulated Cortex-M3 and on the unix port.
+with the project's C module, timed on an emulated Cortex-M3 (running Thumb-2 code, and
+ARMv6-M code as an RP2040 would) and on the unix port.
 
     .venv/bin/python benchmarks/board_path.py --micropython ~/micropython
-        [--images 10] [--backends native,viper] [--ports qemu,unix]
+        [--images 10] [--backends native,viper] [--ports qemu,qemu-m0plus,unix]
         [--out benchmarks/results/board_path]
 
 For each port, scripts/build_firmware.py builds MicroPython from the checkout with `native/`
@@ -46,13 +47,18 @@ from butterflyvit.harness.protocol import classify_call, parse_ready, parse_resu
 from butterflyvit.harness.transport import HarnessError  # noqa: E402
 
 BACKENDS = ("native", "viper", "python")
-PORTS = ("qemu", "unix")
-ARTIFACT = {"qemu": "firmware.elf", "unix": "micropython"}
+# qemu: the emulated Cortex-M3 (Thumb-2 code); qemu-m0plus: the same board running ARMv6-M
+# code, what an RP2040's Cortex-M0+ executes (scripts/build_firmware.py --board qemu-m0plus).
+PORTS = ("qemu", "qemu-m0plus", "unix")
+QEMU_PORTS = ("qemu-m0plus", "qemu")     # the RP2040 estimate from the first one measured
+ARTIFACT = {"qemu": "firmware.elf", "qemu-m0plus": "firmware.elf", "unix": "micropython"}
+ISA = {"qemu": "Cortex-M3 (ARMv7-M, Thumb-2)", "qemu-m0plus": "ARMv6-M (Cortex-M0+, RP2040)"}
 MODEL = REPO / "models" / "pico-fmnist.bvit"
 FMNIST_IMAGES = "t10k-images-idx3-ubyte.gz"
 W = H = 28  # Fashion-MNIST frames, sent as they are (GRAYSCALE)
 
-# The RP2040 estimate: Cortex-M3 instructions x cycles per instruction / clock.
+# The RP2040 estimate: ARMv6-M instructions (qemu-m0plus; else the Cortex-M3's) x cycles
+# per instruction / clock.
 # benchmarks/results/native.md measured CPI 1.38 for the kernels' Cortex-M0+ code.
 CPI = 1.4
 RP2040_HZ = 133e6
@@ -91,8 +97,9 @@ def parse_args(argv):
     p.add_argument("--backends", default="native,viper", metavar="LIST",
                    help="kernel backends, of native, viper, python (default native,viper; python "
                         "takes about 15x longer than native)")
-    p.add_argument("--ports", default="qemu,unix", metavar="LIST",
-                   help="qemu (emulated Cortex-M3: instructions), unix (microseconds); default both")
+    p.add_argument("--ports", default="qemu,qemu-m0plus,unix", metavar="LIST",
+                   help="qemu (emulated Cortex-M3: instructions), qemu-m0plus (the same board "
+                        "running ARMv6-M code, as an RP2040), unix (microseconds); default all")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "board_path"),
                    metavar="PREFIX", help="writes PREFIX.json and PREFIX.md "
                                           "(default benchmarks/results/board_path)")
@@ -136,7 +143,7 @@ def parse_args(argv):
     elif not (Path(args.micropython) / "py" / "mkrules.mk").is_file():
         raise BenchError(f"--micropython {args.micropython}: not a MicroPython checkout "
                          "(no py/mkrules.mk)")
-    if "qemu" in args.ports and not shutil.which("qemu-system-arm"):
+    if any(p in QEMU_PORTS for p in args.ports) and not shutil.which("qemu-system-arm"):
         raise BenchError("--ports qemu needs qemu-system-arm on PATH (Debian: apt install "
                          "qemu-system-arm), or use --ports unix")
     return args
@@ -176,7 +183,7 @@ def firmware(port, args) -> Path:
     if port == "unix":
         extra += [s for s in switches_for_missing_submodules(top) if s not in extra]
     out = Path(args.build_dir).resolve() / port
-    argv = ["--micropython", str(top), "--port", port, "--model", str(args.model), "--out",
+    argv = ["--micropython", str(top), "--board", port, "--model", str(args.model), "--out",
             str(out), "--jobs", str(args.jobs)] + (["--", *extra] if extra else [])
     try:
         return build_firmware.build(argv)
@@ -244,11 +251,11 @@ def backend_record(setup, results, want, backend, scale):
             "heap_after_load": setup["heap_after_load"], "images": images}
 
 
-def run_qemu(elf, frames, want, backends, model, timeout):
+def run_qemu(elf, frames, want, backends, model, timeout, port="qemu"):
     """All backends and images in one qemu session; a backend that fails is recorded as
     such (the board restarted) and the next one runs."""
     port = {"firmware": str(elf), "backends": {},
-            "machine": "mps2-an385 (Cortex-M3), " + subprocess.run(
+            "machine": f"mps2-an385 (Cortex-M3; {ISA[port]} code), " + subprocess.run(
                 ["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
             + ", -icount shift=0", "unit": "instructions"}
     board = QemuRepl(elf, *ICOUNT)
@@ -278,7 +285,7 @@ def run_qemu(elf, frames, want, backends, model, timeout):
                     board = None
             rec["wall_s"] = round(time.monotonic() - t0, 1)
             port["backends"][backend] = rec
-            progress("qemu", backend, rec)
+            progress(port, backend, rec)
     finally:
         if board is not None:
             board.close()
@@ -376,9 +383,11 @@ def summarize(ports: dict, meta: dict) -> dict:
     for port in ports.values():
         for rec in port["backends"].values():
             ok = ok and "error" not in rec and all(im["exact"] for im in rec["images"])
-    q = {b: stats(r) for b, r in ports.get("qemu", {}).get("backends", {}).items() if "error" not in r}
+    qport = next((p for p in QEMU_PORTS if p in ports), "qemu")
+    q = {b: stats(r) for b, r in ports.get(qport, {}).get("backends", {}).items() if "error" not in r}
     native, viper = q.get("native", {}).get("median"), q.get("viper", {}).get("median")
     out.update({
+        "instructions_of": ISA.get(qport),
         "instructions_per_image": native,
         "viper_instructions_per_image": viper,
         "ratio_viper_to_native": round(viper / native, 2) if native and viper else None,
@@ -390,6 +399,10 @@ def summarize(ports: dict, meta: dict) -> dict:
     })
     if "python" in q:
         out["python_instructions_per_image"] = q["python"]["median"]
+    for other in QEMU_PORTS:                    # the other emulated board's medians
+        if other != qport and other in ports:
+            out[other.replace("-", "_") + "_instructions_per_image"] = {
+                b: stats(r)["median"] for b, r in ports[other]["backends"].items() if "error" not in r}
     heap = out["heap_peak_bytes"].get("native")
     out["targets"] = dict(TARGETS, exact=True)
     out["targets_met"] = {
@@ -433,9 +446,11 @@ def markdown(res: dict) -> str:
         "board; every logit vector, on every backend and in both passes, compared with "
         "`butterflyvit.intmodel` (*exact*).",
     ]
-    q = res["ports"].get("qemu")
-    if q:
-        lines += ["", f"## Emulated Cortex-M3: {q['machine']}", "",
+    for qport in QEMU_PORTS:
+        q = res["ports"].get(qport)
+        if not q:
+            continue
+        lines += ["", f"## Emulated board, {ISA[qport]} code: {q['machine']}", "",
                   "| kernels | exact | instructions / image (median) | min - max | RP2040 estimate "
                   "(x CPI 1.4 / 133 MHz) | with a collection at each probe | heap peak (live) | "
                   "heap between images |",
@@ -449,8 +464,10 @@ def markdown(res: dict) -> str:
                          f"{s['min'] / 1e6:,.1f} - {s['max'] / 1e6:,.1f} M | "
                          f"{rp2040_ms(s['median']):,.0f} ms | {s['median_collected'] / 1e6:,.1f} M | "
                          f"{_kb(s['heap_peak'])} | {_kb(s['heap_between'])} |")
-        heap = res["heap_peak_bytes"].get("native")
-        lines += ["", "Targets (issue 11), the shipped pico model:", "",
+    heap = res["heap_peak_bytes"].get("native")
+    if res.get("instructions_of"):
+        lines += ["", f"Targets (issue 11), the shipped pico model ({res['instructions_of']} "
+                      "instructions):", "",
                   "| target | measured | |", "|---|---:|---|",
                   f"| RP2040 estimate <= {TARGETS['ms_rp2040']} ms per image (native) | "
                   f"{format(res['ms_rp2040'], ',.0f') if res['ms_rp2040'] is not None else '-'} ms | "
@@ -488,12 +505,14 @@ def markdown(res: dict) -> str:
         "`-icount shift=0` one virtual nanosecond is one instruction, so the counts are exact "
         "(1,000-instruction resolution) and the same on every run; on the unix port (64-bit, "
         "a desktop core) they are wall-clock and vary with the host's load.",
-        "- The counts are **Cortex-M3 (ARMv7-M, Thumb-2) instructions**. An RP2040 is a "
-        "Cortex-M0+ (ARMv6-M): the same C compiles to somewhat more instructions there, and "
-        "viper emits ARMv6-M code for it. The RP2040 column is instructions x 1.4 cycles per "
-        "instruction / 133 MHz; `benchmarks/results/native.md` measured CPI 1.38 for the "
-        "kernels' Cortex-M0+ code (flash cache misses not modelled), so it is an estimate, not "
-        "a measurement on the chip.",
+        "- Two builds of the same emulated board: Cortex-M3 code (Thumb-2), and ARMv6-M code "
+        "(`--board qemu-m0plus`: C compiled `-mcpu=cortex-m0plus`, frozen code `-march=armv6m`), "
+        "the instruction set of an RP2040's Cortex-M0+, so its counts are the instructions a "
+        "Pico executes (the M3 runs every ARMv6-M instruction). The RP2040 column is "
+        "instructions x 1.4 cycles per instruction / 133 MHz; `benchmarks/results/native.md` "
+        "measured CPI 1.38 for the kernels' Cortex-M0+ code (flash cache misses not modelled), "
+        "so it is an estimate, not a measurement on the chip. The headline keys of the JSON come "
+        "from the ARMv6-M build when it ran.",
         "- Heap: a second pass over the same images with `gc.collect()` at each of the "
         "forward's probes (block boundaries): *heap peak* is the largest live heap seen "
         "(the model's RAM buffers, the frame, the objects in use; frozen code and the frozen "
@@ -532,8 +551,10 @@ def main(argv=None) -> int:
             elfs[port] = firmware(port, args)
             build_s[port] = round(time.monotonic() - t, 1)
         ports = {}
-        if "qemu" in args.ports:
-            ports["qemu"] = run_qemu(elfs["qemu"], frames, want, args.backends, model, args.timeout)
+        for qport in QEMU_PORTS[::-1]:
+            if qport in args.ports:
+                ports[qport] = run_qemu(elfs[qport], frames, want, args.backends, model,
+                                        args.timeout, qport)
         if "unix" in args.ports:
             ports["unix"] = run_unix(elfs["unix"], frames, want, args.backends, model, args.unix_heap)
     except (BenchError, QemuError) as exc:

@@ -38,7 +38,7 @@ def test_argument_errors_are_one_line(capsys, monkeypatch, tmp_path):
         capsys, ["--micropython", str(tmp_path)])
     assert "--backends 'native,fast': choose from native, viper, python" in error_of(
         capsys, ["--backends", "native,fast"])
-    assert "--ports 'qemu,rp2': choose from qemu, unix" in error_of(capsys, ["--ports", "qemu,rp2"])
+    assert "--ports 'qemu,rp2': choose from qemu, qemu-m0plus, unix" in error_of(capsys, ["--ports", "qemu,rp2"])
     assert "--images 0: give at least 1" in error_of(capsys, ["--images", "0"])
     assert f"--model {tmp_path / 'no.bvit'}: no such file" in error_of(
         capsys, ["--model", str(tmp_path / "no.bvit")])
