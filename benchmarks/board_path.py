@@ -292,8 +292,9 @@ def run_qemu(elf, frames, want, backends, model, timeout, port="qemu"):
     return port
 
 
-# The unix port runs the same agent calls as a script (one process, all backends): frames as
-# base64 lines of a file, each decoded by Agent.frame as the qemu board's are.
+# The unix port runs the same agent calls as a script (one process per backend, each with a
+# fresh heap of --unix-heap as a board after a reset): frames as base64 lines of a file,
+# each decoded by Agent.frame as the qemu board's are.
 UNIX_SCRIPT = """import gc
 for _be in {backends!r}:
     print('BVIT-BACKEND', _be)
@@ -323,24 +324,24 @@ def unix_script(backends):
 
 
 def run_unix(exe, frames, want, backends, model, heap, path=".frozen"):
-    """All backends in one process of the unix port (path: its MICROPYPATH; the default,
+    """Each backend in its own process of the unix port (path: its MICROPYPATH; the default,
     only what is frozen, so that no device/ folder is used)."""
     import base64
 
-    port = {"firmware": str(exe), "heap": heap, "backends": {}, "unit": "us"}
-    with tempfile.TemporaryDirectory(prefix="bvit-board-path-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "frames.b64").write_bytes(b"".join(base64.b64encode(f) + b"\n" for f in frames))
-        (tmp / "session.py").write_text(unix_script(backends))
-        t0 = time.monotonic()
-        p = subprocess.run([str(exe), "-X", f"heapsize={heap}", "session.py"], cwd=tmp,
-                           env=dict(os.environ, MICROPYPATH=path), capture_output=True, text=True,
-                           timeout=3600)
-        port["wall_s"] = round(time.monotonic() - t0, 1)
-    port.update(parse_info(p.stdout, model))
-    parts = {s.split("\n", 1)[0].strip(): s for s in p.stdout.split("BVIT-BACKEND ")[1:]}
+    port = {"firmware": str(exe), "heap": heap, "backends": {}, "unit": "us", "wall_s": 0.0}
     for backend in backends:
-        part = parts.get(backend, "")
+        with tempfile.TemporaryDirectory(prefix="bvit-board-path-") as tmp:
+            tmp = Path(tmp)
+            (tmp / "frames.b64").write_bytes(b"".join(base64.b64encode(f) + b"\n" for f in frames))
+            (tmp / "session.py").write_text(unix_script([backend]))
+            t0 = time.monotonic()
+            p = subprocess.run([str(exe), "-X", f"heapsize={heap}", "session.py"], cwd=tmp,
+                               env=dict(os.environ, MICROPYPATH=path), capture_output=True,
+                               text=True, timeout=3600)
+            port["wall_s"] = round(port["wall_s"] + time.monotonic() - t0, 1)
+        if "micropython" not in port:
+            port.update(parse_info(p.stdout, model))
+        part = p.stdout.split("BVIT-BACKEND ", 1)[1] if "BVIT-BACKEND " in p.stdout else ""
         err = [ln for ln in part.splitlines() if ln.startswith("BVIT-ERROR")]
         try:
             if err or not part:

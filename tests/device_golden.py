@@ -209,11 +209,19 @@ def n_mean_pool(a):
     return list(out)
 
 
-def n_frame(a):
-    pix = F.frame_to_pixels(bytes(a["buf"]), a["w"], a["h"], a["fmt"], a["S"], a["C"])
+def b_frame(b, a):
+    # frame_to_pixels's checks and geometry, the backend's row step and patch quantisation
+    buf, w, h, fmt, S, C = bytes(a["buf"]), a["w"], a["h"], a["fmt"], a["S"], a["C"]
+    F.frame_to_pixels(buf, w, h, fmt, S, C)          # the board's errors for bad frames
+    x0, y0, src = F.frame_geometry(w, h, S)
+    stride = w * F.frame_bpp(fmt)
+    pix = bytearray(C * S * S)
+    row = ops.get(b, "frame_row_pixels")
+    for i in range(S):
+        row(buf, (y0 + src[i]) * stride, fmt, x0, src, S, C, pix, i)
     t = F.input_tables(a["A"], a["B"], a["sh"])
-    out = array("b", [0] * (a["C"] * a["S"] * a["S"]))
-    F.quantize_patches(pix, a["C"], a["S"], a["p"], t, out)
+    out = array("b", [0] * (C * S * S))
+    ops.get(b, "quantize_patches")(pix, C, S, a["p"], t, out)
     return [list(pix), list(t), list(out)]
 
 

@@ -25,8 +25,8 @@ RUNNER = Path(__file__).with_name("device_golden.py")
 # The ops of golden.OPS the board has, and who implements them: every kernel backend
 # (the hot loops and the steps bvit.ops lets a backend replace), or the shared bvit.nn.
 BACKEND_OPS = ("requant_rows", "relu", "expert_input", "mix", "ternary_rows", "butterfly",
-               "matvec8", "linear", "attention")
-NN_OPS = ("requant", "layernorm", "softmax", "residual_add", "topk", "route", "mean_pool", "frame")
+               "matvec8", "linear", "attention", "frame")
+NN_OPS = ("requant", "layernorm", "softmax", "residual_add", "topk", "route", "mean_pool")
 # The C module's own ops with no board counterpart (the board streams trits, computes cos/sin
 # inside the butterfly, and composes the expert in bvit.model, which tests/test_device_model.py
 # checks): test_native_host.py and test_native_cross.py check them.

@@ -127,6 +127,8 @@ class Classifier:
         self._xin = ops.get(k, "expert_input")
         self._mixadd = ops.get(k, "mix_add")
         self._mixround = ops.get(k, "mix_round")
+        self._rowpix = ops.get(k, "frame_row_pixels")
+        self._patches = ops.get(k, "quantize_patches")
         C = self.cfg["in_channels"]
         A, B, sh = array("i", bytes(4 * C)), array("i", bytes(4 * C)), array("i", bytes(4 * C))
         W = self.weights
@@ -219,8 +221,8 @@ class Classifier:
         pix = self._pix
         for i in range(S):
             row, r0 = frame.row(y0 + src[i])
-            F.frame_row_pixels(row, r0, fmt, x0, src, S, C, pix, i)
-        F.quantize_patches(pix, C, S, c["patch_size"], self._in, self._tok)
+            self._rowpix(row, r0, fmt, x0, src, S, C, pix, i)
+        self._patches(pix, C, S, c["patch_size"], self._in, self._tok)
         return self._tok
 
     def classify_frame(self, frame):

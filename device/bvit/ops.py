@@ -16,6 +16,9 @@ NAMES = ("matvec8", "ternary_rows", "butterfly_ph", "attn_scores", "attn_pv")
 # Per-element steps a backend may also provide, listed in its EXTRAS (else bvit.nn's are
 # used): bvit.nn's signatures.
 OPTIONAL = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")
+# bvit.frames' steps a backend may also provide (EXTRAS); the native module takes viper's
+# where viper compiles (the frame's per-pixel loops are not in C).
+FRAME_STEPS = ("frame_row_pixels", "quantize_patches")
 ORDER = ("native", "viper", "python")
 
 
@@ -63,5 +66,13 @@ def available():
 def get(backend, name):
     if name in getattr(backend, "EXTRAS", ()):
         return getattr(backend, name)
+    if name in FRAME_STEPS:
+        if getattr(backend, "NAME", "") == "native":
+            try:
+                return get(load("viper"), name)
+            except ValueError:
+                pass
+        from . import frames
+        return getattr(frames, name)
     from . import nn
     return getattr(nn, name)

@@ -482,8 +482,9 @@ def ram_needed(c, weight_buffer=4096, layers=False):
 
 
 # The native whole-layer path (bvitnative.ffn and friends, weights read in place): its one
-# int32 scratch buffer, sized as the module's ffn_work_size() with one rotation-table slot
-# per chosen expert. LUT_ENTRIES: the module's lookup tables (256 x 13 int32).
+# int32 scratch buffer, sized as the module's ffn_work_size() with rotation tables for two
+# experts per chosen expert (at most E): fewer phases expanded again (docs/native.md).
+# LUT_ENTRIES: the module's lookup tables (256 x 13 int32).
 LUT_ENTRIES = 3328
 
 
@@ -492,7 +493,8 @@ def layer_work(c):
     d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
     n, g = c["tokens"], c["grid"]
     dp, fp = pad(d), pad(f)
-    ffn = LUT_ENTRIES + dp + fp + d + (k * f + f + d + n + 1) // 2 + k * (nl * (dp + fp) + 2)
+    slots = min(2 * k, E)
+    ffn = LUT_ENTRIES + dp + fp + d + (k * f + f + d + n + 1) // 2 + slots * (nl * (dp + fp) + 2)
     rows = max(3 * d, c["num_classes"])
     return max(ffn, (3 if c["smooth_routing"] else 1) * g * E + E, rows + (rows + 1) // 2,
                n + (n + 1) // 2, d)

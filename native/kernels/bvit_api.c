@@ -1214,8 +1214,8 @@ const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_bu
         return "Vwork is too small (ffn_work_size gives the least)";
     }
     slots = (total - fixed) / (per + 2u);
-    if (slots > (size_t)k) {
-        slots = (size_t)k;
+    if (slots > (size_t)E) {
+        slots = (size_t)E;
     }
     w32 = (int32_t *)work->buf;
     S.tables = w32;
@@ -1259,7 +1259,7 @@ long bvit_api_ffn_work_size(long n, long d, long f, long k, long n_stages, long 
 {
     size_t pin, pout;
     if (n < 1 || n > 16384 || d < 2 || d > 4096 || f < 2 || f > 4096 || k < 1 ||
-        k > BVIT_ROUTE_MAX_K || n_stages < 1 || n_stages > 12 || slots < 1 || slots > k) {
+        k > BVIT_ROUTE_MAX_K || n_stages < 1 || n_stages > 12 || slots < 1 || slots > 65535) {
         return -1;
     }
     pin = next_pow2((size_t)d);
