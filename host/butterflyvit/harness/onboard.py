@@ -176,13 +176,14 @@ def candidates(root: str, model_name: str, remote_model: str | None) -> list:
 
 def survey(repl: RawRepl, root: str, models, timeout: float = 30) -> Survey:
     """Ask the board what it holds (one exec; see SURVEY)."""
-    code = SURVEY + (f"print(repr(_bvs({root!r}, {folders_up(root)!r}, {list(models)!r}, "
+    models = list(models)
+    code = SURVEY + (f"print(repr(_bvs({root!r}, {folders_up(root)!r}, {models!r}, "
                      f"{PROBE!r}, {HEADER})))\ndel _bvs\n")
     text = repl.exec(code, timeout, doing="looking at what the board holds").strip()
     try:
         d = ast.literal_eval(text.splitlines()[-1])
         return Survey(d["code"], d.get("file"), d.get("version"), d.get("error"), d["fs"],
-                      d.get("fs_dir"), d["models"])
+                      d.get("fs_dir"), {m: d["models"][m] for m in models})   # preferred first
     except (ValueError, SyntaxError, IndexError, KeyError, TypeError):
         raise HarnessError(f"unexpected answer while looking at what the board holds: {text[-200:]!r}") from None
 
