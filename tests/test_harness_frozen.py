@@ -100,7 +100,7 @@ def test_frozen_firmware_with_another_model_is_one_clear_error(qemu_port, tmp_pa
     err = capsys.readouterr().err
     assert rc == 1
     line = next(ln for ln in err.splitlines() if ln.startswith("error: "))
-    assert (f"the board's model module:bvitmodel (frozen into the firmware) ({MODEL.stat().st_size:,} bytes, "
+    assert (f"the board's model module:bvitmodel (frozen into the firmware, {MODEL.stat().st_size:,} bytes, "
             "CRC-32 0x") in line and f"is not --model {other} (" in line
-    assert ("its file system cannot take a copy (no file system (ENODEV)): rebuild the firmware with this "
+    assert ("and it cannot be copied to the board: no file system (ENODEV). Rebuild the firmware with this "
             f"model (scripts/build_firmware.py --model {other}, docs/firmware.md)") in line

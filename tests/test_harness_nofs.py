@@ -44,8 +44,8 @@ def start_board(tmp_path, setup="", path=(), heapsize="512k"):
     d.mkdir()
     b = MicroPythonPty(d, heapsize=heapsize, path=path)
     if setup:
-        with RawRepl.connect(b.path) as repl:
-            repl.exec(setup, 20)
+        with RawRepl.connect(b.path, timeout=30) as repl:     # a busy machine starts it slowly
+            repl.exec(setup, 30)
     return b
 
 
@@ -64,7 +64,7 @@ def test_romfs_board_without_file_system(models, tmp_path, capsys):
     b = start_board(tmp_path, f"import vfs, sys\nvfs.mount(vfs.VfsPosix({str(rom)!r}), '/rom', readonly=True)\n"
                               "vfs.umount('/')\nsys.path.insert(0, '/rom')\n")
     try:
-        with RawRepl.connect(b.path) as repl:      # the board really has no file system
+        with RawRepl.connect(b.path, timeout=30) as repl:      # the board really has no file system
             assert "19" in repl.exec("try:\n open('x', 'wb')\nexcept OSError as e:\n print(e.args[0])\n")
         report = tmp_path / "rom.json"
         rc = main(args(b.path, model, report))
@@ -90,13 +90,20 @@ def test_romfs_board_without_file_system(models, tmp_path, capsys):
         assert rc == 1
         first = next(ln for ln in err.splitlines() if ln.startswith("error: "))
         assert first.startswith("error: harness failed while looking at what the board holds: the board's "
-                                f"model /rom/model.bvit (ROMFS) ({model.stat().st_size:,} bytes, CRC-32 {crc}) "
+                                f"model /rom/model.bvit (ROMFS, {model.stat().st_size:,} bytes, CRC-32 {crc}) "
                                 f"is not --model {other} ({other.stat().st_size:,} bytes, CRC-32 "), first
-        assert ("and its file system cannot take a copy (no file system (ENODEV)): rebuild the firmware "
+        assert ("and it cannot be copied to the board: no file system (ENODEV). Rebuild the firmware "
                 f"with this model (scripts/build_firmware.py --model {other}, docs/firmware.md)") in first
         assert "--remote-model NAME (module:NAME for a frozen one)" in first
         failed = json.loads((tmp_path / "other.json").read_text())
         assert failed["status"] == "failed" and failed["error"]["stage"] == "looking at what the board holds"
+        # the explicit options name the board's model and copy nothing, whatever it holds
+        rc = main(args(b.path, model, tmp_path / "named.json", 2, "--transfer", "none",
+                       "--remote-model", "/rom/model.bvit"))
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert "device code: not copied (--transfer none)" in out.err
+        assert "model: /rom/model.bvit (ROMFS) on the board, not copied (--transfer none)" in out.err
         assert files_under(rom) == before           # nothing written
     finally:
         b.close()
@@ -126,10 +133,10 @@ def test_read_only_board_with_frozen_model_module(models, tmp_path, capsys):
         rc = main(args(b.path, other, tmp_path / "other.json"))
         err = capsys.readouterr().err
         assert rc == 1
-        assert ("the board's model module:bvitmodel (frozen into the firmware) "
-                f"({model.stat().st_size:,} bytes, CRC-32 {O.crc_of(model.read_bytes()[:64].hex())}) "
+        assert ("the board's model module:bvitmodel (frozen into the firmware, "
+                f"{model.stat().st_size:,} bytes, CRC-32 {O.crc_of(model.read_bytes()[:64].hex())}) "
                 f"is not --model {other}") in err
-        assert "cannot take a copy (a read-only file system (EROFS)): rebuild the firmware" in err
+        assert "cannot be copied to the board: a read-only file system (EROFS). Rebuild the firmware" in err
         assert files_under(ro) == before            # no probe file, no copy left behind
     finally:
         b.close()
@@ -164,6 +171,20 @@ def test_writable_board_uses_an_identical_frozen_model(models, tmp_path, capsys)
         rc = main(args(b.path, other, tmp_path / "named.json", 3, "--remote-model", "module:bvitmodel"))
         err = capsys.readouterr().err
         assert rc == 1 and "is not --model" in err and "a frozen module cannot be replaced over the REPL" in err
+    finally:
+        b.close()
+
+
+def test_bare_board_without_code_says_what_to_build(models, tmp_path, capsys):
+    """No file system and no bvit package: nothing to run and nowhere to copy it; one error."""
+    b = start_board(tmp_path, "import vfs\nvfs.umount('/')\n")
+    try:
+        rc = main(args(b.path, models[0], tmp_path / "bare.json"))
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert ("error: harness failed while looking at what the board holds: the board has no bvit "
+                "package, and device/ cannot be copied to it: no file system (ENODEV). Build firmware "
+                "with the device code frozen (scripts/build_firmware.py, docs/firmware.md)") in err
     finally:
         b.close()
 

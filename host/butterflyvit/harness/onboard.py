@@ -189,9 +189,9 @@ def survey(repl: RawRepl, root: str, models, timeout: float = 30) -> Survey:
 
 
 def host_version(device_dir: Path) -> str | None:
-    """__version__ of the host's device code (device/bvit/__init__.py)."""
-    m = re.search(r'^__version__\s*=\s*["\']([^"\']+)', (Path(device_dir) / "bvit" / "__init__.py").read_text(),
-                  re.M) if (Path(device_dir) / "bvit" / "__init__.py").is_file() else None
+    """__version__ of the host's device code (device/bvit/__init__.py), None without one."""
+    init = Path(device_dir) / "bvit" / "__init__.py"
+    m = re.search(r"^__version__\s*=\s*[\"']([^\"']+)", init.read_text(), re.M) if init.is_file() else None
     return m.group(1) if m else None
 
 
@@ -201,13 +201,12 @@ def crc_of(header_hex: str) -> str:
     return f"0x{int.from_bytes(h[12:16], 'little'):08x}" if len(h) >= 16 else "none"
 
 
-def where(spec: str) -> str:
-    """A board model's name with where it lives, in words."""
-    if spec.startswith("module:"):
-        return f"{spec} (frozen into the firmware)"
-    if spec.startswith(ROMFS + "/"):
-        return f"{spec} (ROMFS)"
-    return spec
+def where(spec: str, more: str = "") -> str:
+    """A board model's name with where it lives (and `more`), in words."""
+    kind = ("frozen into the firmware" if spec.startswith("module:")
+            else "ROMFS" if spec.startswith(ROMFS + "/") else "")
+    said = ", ".join(w for w in (kind, more) if w)
+    return f"{spec} ({said})" if said else spec
 
 
 @dataclass
@@ -242,16 +241,17 @@ def plan(s: Survey, *, transfer: str, root: str, model_path: Path, model_bytes: 
     else:
         found = "no bvit package" if s.code == "missing" else f"a bvit package that fails to import ({s.error})"
         raise HarnessError(
-            f"the board has {found} and {s.fs_words} to copy device/ to: build firmware with the "
-            "device code frozen (scripts/build_firmware.py, docs/firmware.md), or give the board "
-            "a writable file system")
+            f"the board has {found}, and device/ cannot be copied to it: {s.fs_words}. Build "
+            "firmware with the device code frozen (scripts/build_firmware.py, docs/firmware.md), or "
+            "give the board a writable file system")
     # -- the model
     size, header = len(model_bytes), model_bytes[:HEADER].hex()
     target = remote_model or (f"{root}/{model_path.name}" if root else model_path.name)
+    fixed = _fixed(target)
     # a file the harness can rewrite is checked by its full hash (files.sync), not its header
     same = [k for k, v in s.models.items() if v and v[0] == size and v[1] == header
-            and not (writable and k == target and not k.startswith("module:"))]
-    in_place = remote_model is None or remote_model.startswith("module:") or transfer == "none"
+            and not (writable and k == target and not fixed)]
+    in_place = remote_model is None or fixed
     if transfer == "none":
         return Plan(copy_code, code_note, target, False,
                     f"model: {where(target)} on the board, not copied (--transfer none)")
@@ -259,27 +259,34 @@ def plan(s: Survey, *, transfer: str, root: str, model_path: Path, model_bytes: 
         return Plan(copy_code, code_note, same[0], False,
                     f"model: the board's {where(same[0])} is {model_path} (same size and header, "
                     f"CRC-32 {crc_of(header)}): used in place, not copied")
-    if writable and not target.startswith("module:"):
+    if writable and not fixed:
         return Plan(copy_code, code_note, target, True, None)
     raise HarnessError(_model_error(s, model_path, size, header, remote_model, writable))
+
+
+def _fixed(spec: str) -> bool:
+    """A model nothing over the REPL rewrites: frozen into the firmware, or in ROMFS."""
+    return spec.startswith("module:") or spec.startswith(ROMFS + "/")
 
 
 def _model_error(s: Survey, model_path, size, header, remote_model, writable) -> str:
     held = [(k, v) for k, v in s.models.items() if v]
     mine = f"--model {model_path} ({size:,} bytes, CRC-32 {crc_of(header)})"
     if held:
-        theirs = ", ".join(f"{where(k)} ({v[0]:,} bytes, CRC-32 {crc_of(v[1])})" for k, v in held)
+        theirs = ", ".join(where(k, f"{v[0]:,} bytes, CRC-32 {crc_of(v[1])}") for k, v in held)
         what = f"the board's model {theirs} is not {mine}"
     else:
         what = f"the board holds no model (looked for {', '.join(s.models)}) to run {mine}"
     if remote_model and remote_model.startswith("module:") and writable:
         why = "a frozen module cannot be replaced over the REPL"
+    elif remote_model and remote_model.startswith(ROMFS + "/") and writable:
+        why = "ROMFS is read-only (mpremote romfs deploy writes a new image)"
     else:
-        why = f"its file system cannot take a copy ({s.fs_words})"
-    return (f"{what}, and {why}: rebuild the firmware with this model "
-            f"(scripts/build_firmware.py --model {model_path}, docs/firmware.md), or run with --model "
-            "set to the file the board's model was built from, or name the board's copy of this "
-            "model with --remote-model NAME (module:NAME for a frozen one)")
+        why = s.fs_words
+    return (f"{what}, and it cannot be copied to the board: {why}. Rebuild the firmware with this "
+            f"model (scripts/build_firmware.py --model {model_path}, docs/firmware.md), run with "
+            "--model set to the file the board's model was built from, or name the board's copy "
+            "of this model with --remote-model NAME (module:NAME for a frozen one)")
 
 
 __all__ = ["Survey", "Plan", "survey", "plan", "candidates", "folders_up", "host_version",

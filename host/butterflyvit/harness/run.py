@@ -89,7 +89,7 @@ class HarnessRun:
         self.plot_path = Path(o.plot) if o.plot else self.report_path.with_suffix(".png")
         self.root = o.remote_dir.rstrip("/")
         remote_model = o.remote_model or self.model_path.name    # until the board says (copy_files)
-        self.remote_model = (remote_model if remote_model.startswith("module:") or not self.root
+        self.remote_model = (remote_model if remote_model.startswith(("module:", "/")) or not self.root
                              else f"{self.root}/{remote_model}")
         self.repl = None
         self.stage = "connecting"
