@@ -224,7 +224,6 @@ def plan(s: Survey, *, transfer: str, root: str, model_path: Path, model_bytes: 
     # drive/ampy write by other means; CircuitPython's file system is read-only to code only
     # while its drive is mounted, and files.put says what to do then
     writable = s.writable or transfer in ("drive", "ampy") or circuitpython
-    where_code = "the firmware" if s.code == "frozen" else (s.code_dir or "the current folder")
     version = f"bvit {s.version}" if s.version else "bvit"
     if s.version and host_ver and s.version != host_ver:
         version += f"; the host's device code is {host_ver}"
@@ -236,7 +235,8 @@ def plan(s: Survey, *, transfer: str, root: str, model_path: Path, model_bytes: 
     elif writable:
         copy_code, code_note = True, None
     elif s.code == "folder":
-        copy_code, code_note = False, (f"device code: {version} in {where_code}, on {s.fs_words}: "
+        copy_code, code_note = False, (f"device code: {version} in {s.code_dir or 'the current folder'}, "
+                                       f"on {s.fs_words}: "
                                        "used as it is, not copied")
     else:
         found = "no bvit package" if s.code == "missing" else f"a bvit package that fails to import ({s.error})"

@@ -5,8 +5,10 @@
 
 Steps: read the model (host reference: IntModel) and N test images: the test split of the
 model's own data set, or the user's files (--images-from; images.py);
-connect to the board's raw REPL; copy the device code and the model where the board's copies
-are missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
+connect to the board's raw REPL; look at what it holds (onboard.py: device code frozen into
+its firmware, a frozen or ROMFS model that is this one, whether its file system can be
+written); copy the device code and the model where needed and the board's copies are
+missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
 with the model; send each image as a raw frame and read back one checked line (integer
 logits, ticks_us of the forward, heap); compare with the host's logits bit for bit (an image
 that differs is run once more before it counts). After every image the report (report.py)
@@ -88,6 +90,7 @@ class HarnessRun:
         self.report_path = Path(o.report)
         self.plot_path = Path(o.plot) if o.plot else self.report_path.with_suffix(".png")
         self.root = o.remote_dir.rstrip("/")
+        self.device_dir = Path(o.device_dir) if o.device_dir else DEVICE_DIR
         remote_model = o.remote_model or self.model_path.name    # until the board says (copy_files)
         self.remote_model = (remote_model if remote_model.startswith(("module:", "/")) or not self.root
                              else f"{self.root}/{remote_model}")
@@ -106,7 +109,7 @@ class HarnessRun:
             return self.finish()
         try:
             self.connect()
-            self.copy_files()
+            self.copy_files(self.look_at_board())
             self.start_agent()
             self.classify_all(todo)
         except (HarnessError, OSError) as exc:
@@ -173,20 +176,18 @@ class HarnessRun:
             self.repl.exec("try:\n import supervisor\n supervisor.runtime.autoreload = False\n"
                            "except Exception:\n pass\n", o.timeout, doing="turning off auto-reload")
 
-    def copy_files(self):
-        """The device code (the agent included) and the model onto the board, by hash; not
-        what the board holds already where it cannot or need not be copied (onboard.py:
-        frozen code, a frozen or ROMFS model identical to --model, no writable file system)."""
+    def look_at_board(self) -> O.Plan:
+        """What the board holds already (its code frozen or not, its file system, its models)
+        and so what to copy and which model to load (onboard.py)."""
         o = self.o
         self.stage = "looking at what the board holds"
         named = self.remote_model if o.remote_model else None     # --remote-model, in --remote-dir
         s = O.survey(self.repl, self.root, O.candidates(self.root, self.model_path.name, named),
                      o.timeout)
         self.report["on_board"] = s.to_dict()
-        device_dir = Path(o.device_dir) if o.device_dir else DEVICE_DIR
         plan = O.plan(s, transfer=o.transfer, root=self.root, model_path=self.model_path,
                       model_bytes=self.model_bytes, remote_model=named,
-                      host_ver=O.host_version(device_dir),
+                      host_ver=O.host_version(self.device_dir),
                       circuitpython=self.info["implementation"] == "circuitpython")
         self.remote_model = plan.model
         self.report["model"]["remote_path"] = plan.model
@@ -197,8 +198,14 @@ class HarnessRun:
                 self.log(note)
         if o.mpy and not plan.copy_code:
             self.log("--mpy: nothing to compile, the device code is not copied")
+        return plan
+
+    def copy_files(self, plan: O.Plan):
+        """The device code (the agent included) and the model onto the board, by hash, as
+        far as the plan copies them."""
+        o = self.o
         self.stage = "copying the device code and the model"
-        want, stale = self.files_wanted(device_dir, plan)
+        want, stale = self.files_wanted(plan)
         if not want:
             return
         actions = self.transfer(want)
@@ -214,14 +221,14 @@ class HarnessRun:
         if o.transfer == "ampy":
             self.check_copies(actions)
 
-    def files_wanted(self, device_dir: Path, plan):
+    def files_wanted(self, plan: O.Plan):
         """([(local path or bytes, board path)] to put on the board, [board paths of stale
         copies]: a .py beside its .mpy, or the other way round, would shadow the new one)."""
         o = self.o
         model = [(self.model_bytes, plan.model)] if plan.copy_model else []
         if not plan.copy_code:
             return model, []
-        want = F.device_files(device_dir, self.root)
+        want = F.device_files(self.device_dir, self.root)
         if o.mpy:
             import tempfile
 
