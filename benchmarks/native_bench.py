@@ -72,11 +72,6 @@ def bench_data(seed: int = 11) -> tuple[str, dict]:
         "head_w": i8(C * D), "head_b": rng.integers(-5000, 5000, C).astype(np.int32),
         "dense_w1": i8(F * D), "dense_w2": i8(D * F),
     }
-    for name, rows, n in (("w_in", F, D), ("w_out", D, F)):
-        t = I.unpack_trits(A[name + "_packed"].tobytes(), rows, n).ravel()
-        pad = -len(t) % 5
-        A[name + "_stream"] = np.frombuffer(I.pack_trits(np.concatenate([t, np.zeros(pad, np.int8)])[None]),
-                                            np.uint8).copy()
     sM, sS = I.softmax_multiplier(0.05 * 0.05 / 4)
     oM, oS = I.quantize_multiplier(2.0**-15)
     gM, gS = I.softmax_multiplier(1 / 3000)
@@ -101,7 +96,7 @@ def expert_reference(A) -> list[int]:
 
 
 FUNCS = ["bvit_expert_forward", "bvit_rot_expand", "naive_expert", "dense_expert", "dense_expert_full",
-         "stream_expert", "stream_wout", "bvit_mix",
+         "bvit_mix",
          "bvit_ternary_matvec_lut_i16", "bvit_ternary_matvec_i16", "butterfly_ffn_token",
          "dense_ffn_token", "bvit_butterfly32", "bvit_lut_build_i32", "bvit_lut_rows",
          "bvit_requant_q16_inplace", "bvit_linear", "bvit_relu_i16"]
@@ -122,8 +117,8 @@ def run_target(target, header, A):
     got = [int(v) for v in re.search(r"^expert (.*)$", out, re.M).group(1).split()]
     if got != expert_reference(A):
         raise SystemExit(f"[{target.name}] the expert's output differs from the numpy reference")
-    if "naive_equal 1" not in out or "stream_equal 1" not in out:
-        raise SystemExit(f"[{target.name}] the naive or stream expert's output differs")
+    if "naive_equal 1" not in out:
+        raise SystemExit(f"[{target.name}] the naive expert's output differs")
     model = target.build([*SOURCES, MAIN], include_dirs=[KERNELS], generated={"bench_data.h": header},
                          defines={"BENCH_MODEL_ONLY": None}, name="native_bench_model")
     helpers = [h for h in HELPERS if h in model.symbols()]
@@ -294,26 +289,9 @@ def report(results, sizes, used, cmd, cpi) -> str:
         L.append("libgcc helpers called in the whole model (their instructions are inside the "
                  "counts above): " + ", ".join(f"`{h}` {len(m[h])} calls / {fmt(sum(m[h]))} instructions"
                                                for h in hl) + ".\n")
-    se, sw = c["stream_expert"][0], c["stream_wout"][0]
-    per_pair = sum(m["bvit_expert_forward"]) / len(m["bvit_expert_forward"])
-    mixout_layer = sum(m["stage_mix_out"]) / 4
-    wout_lut = c["butterfly_ffn_token"][0] - 2 * expert
-    mix = c["bvit_mix"][0]  # the first call: in butterfly_ffn_token (2 x 256)
-    stream_model = (model - sum(m["stage_experts"]) + 392 * se
-                    - sum(m["stage_mix_out"]) + 4 * (mixout_layer - 49 * wout_lut) + 196 * (sw + mix))
-    L.append("### The path the board's backend functions take today\n")
-    L.append("The model file stores `T_in` and `T_out` as trit streams (docs/integer-model.md): with "
-             "d = 64 rows do not start on a byte, so the lookup-table kernel does not apply (each of "
-             "the 5 row alignments would need its own tables).  Through the backend interface "
-             "(`ternary_stream`, `butterfly_ph`: plain form, cos/sin per rotation) one expert costs "
-             f"{fmt(se)} instructions ({se / dense:.2f}x the dense expert; same output, checked), the "
-             f"shared `W_out` of a token {fmt(sw)} (plain) against about {fmt(int(wout_lut))} with "
-             "the LUT.  Composed from these counts, the whole model on that path is about "
-             f"**{stream_model / 1e6:.0f} M instructions, {ms(stream_model, 1.4):.0f} ms** at CPI 1.4.  "
-             "The figures above need the ternary matrices in section-4 rows: re-cut once at load "
-             "with `bvitnative.stream_to_rows` (3,328 bytes of RAM per matrix and layer, 26 KiB "
-             "for the pico model) or stored so in the file (1.6% more flash at d = 64), and the "
-             "tokens grouped by expert with `rot_expand` + `expert`.\n")
+    L.append("What a board runs end to end (the device code on real MicroPython, these kernels "
+             "called once per layer through `bvitnative`): `benchmarks/board_path.py`, results in "
+             "`benchmarks/results/board_path.md`.\n")
     L.append("### Estimated time on an RP2040 (133 MHz)\n")
     (ne, ce), (nd, cd) = cpi["bvit_expert_forward"], cpi["dense_expert"]
     L.append("Cycles = instructions x CPI.  A Cortex-M0+ runs ALU ops and MULS (RP2040: single-cycle "

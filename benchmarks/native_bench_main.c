@@ -14,9 +14,6 @@
  *     dense_expert          a dense int8 expert of the same shape: linear 64 -> 256 int8
  *                           weights, requant16, ReLU
  *     dense_expert_full     a standard MoE expert: 64 -> 256 (ReLU) -> 64, int8 weights
- *     stream_expert         the butterfly expert as the board's backend functions run it:
- *                           trit streams (plain form), cos/sin per rotation from raw phases
- *     stream_wout           the shared W_out of one token from a trit stream
  *   one token's feed-forward block (top-2):
  *     butterfly_ffn_token   2 experts + mixture + shared ternary W_out 256 -> 64 (+ bias)
  *     dense_ffn_token       2 dense experts (64 -> 256 -> 64 each, ReLU between) + mixture
@@ -86,33 +83,6 @@ NOINLINE void naive_expert(const int8_t *x, int16_t *out)
     bvit_requant_i16(acc, F, w_in_m, w_in_s, 1, out);
     bvit_butterfly(out, 256, NL, cout, sout);
     bvit_relu_i16(out, F);
-}
-
-/* the same expert as the board's backend interface runs it today: weights as trit
- * streams (docs/integer-model.md, plain form), cos/sin from the raw phases per rotation */
-NOINLINE void stream_expert(const int8_t *x, int16_t *out)
-{
-    size_t i;
-    for (i = 0; i < D; i++) {
-        u16[i] = (int16_t)(x[i] * 32);
-    }
-    bvit_butterfly_phase_raw(u16, 64, NL, (const uint8_t *)phi_ph);
-    bvit_ternary_stream_i16(w_in_stream, 0, F, D, u16, acc);
-    bvit_requant_i16(acc, F, w_in_m, w_in_s, 1, out);
-    bvit_butterfly_phase_raw(out, 256, NL, (const uint8_t *)theta_ph);
-    bvit_relu_i16(out, F);
-}
-
-/* the shared W_out of one token from a trit stream, plain form, with its requant */
-NOINLINE void stream_wout(const int16_t *m, int16_t *y)
-{
-    int32_t a[D];
-    size_t r;
-    bvit_ternary_stream_i16(w_out_stream, 0, D, F, m, a);
-    for (r = 0; r < D; r++) {
-        a[r] += w_out_bias[r];
-    }
-    bvit_requant_i16(a, D, w_out_m, w_out_s, 1, y);
 }
 
 NOINLINE void dense_expert(const int8_t *x, int16_t *out)
@@ -288,9 +258,6 @@ int main(void)
     bvit_sincos_q14_vec(theta_ph, NL * 128, cout, sout);
     naive_expert(bench_x, h16b);
     printf("naive_equal %d\n", memcmp(h16, h16b, sizeof h16) == 0);
-    stream_expert(bench_x, h16b);
-    printf("stream_equal %d\n", memcmp(h16, h16b, sizeof h16) == 0);
-    stream_wout(h16, y16);
     dense_expert(bench_x, h16b);
     dense_expert_full(bench_x, y16);
     /* the ternary product alone, both forms */

@@ -79,22 +79,13 @@ static void check(const char *msg)
     }
 }
 
-/* trit errors worded as device/bvit/kernels.py: the offending byte's value, and the
- * expected length of a stream */
-static void check_at(const char *msg, long where, const bvit_buf_t *packed, long t0, long rows,
-                     long n)
+/* trit errors worded as device/bvit/kernels.py: the offending byte's value */
+static void check_at(const char *msg, long where, const bvit_buf_t *packed)
 {
     if (msg != NULL && where >= 0 && msg[0] == 'V' && strstr(msg, "byte value") != NULL) {
         mp_raise_msg_varg(&mp_type_ValueError,
                           MP_ERROR_TEXT("packed trits: byte value %d is not valid (0..242)"),
                           (int)((const uint8_t *)packed->buf)[where]);
-    }
-    if (msg != NULL && strstr(msg, "expected more bytes") != NULL) {
-        unsigned long long need =
-            ((unsigned long long)t0 + (unsigned long long)rows * (unsigned long long)n + 4u) / 5u;
-        mp_raise_msg_varg(&mp_type_ValueError,
-                          MP_ERROR_TEXT("packed trits: expected %d bytes, got %d"),
-                          (int)(need > 0x7FFFFFFFu ? 0x7FFFFFFFu : need), (int)packed->len);
     }
     check(msg);
 }
@@ -109,7 +100,7 @@ static mp_obj_t mod_check_trits(mp_obj_t packed_in, mp_obj_t rows_in, mp_obj_t n
     const char *msg;
     get_buf(packed_in, &p, false);
     msg = bvit_api_check_trits(&p, get_long(rows_in), get_long(n_in), &where);
-    check_at(msg, where, &p, 0, 0, 0);
+    check_at(msg, where, &p);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(check_trits_obj, mod_check_trits);
@@ -124,7 +115,7 @@ static mp_obj_t mod_unpack_trits(size_t n_args, const mp_obj_t *args)
     get_buf(args[0], &p, false);
     get_buf(args[3], &out, true);
     msg = bvit_api_unpack_trits(&p, get_long(args[1]), get_long(args[2]), &out, &where);
-    check_at(msg, where, &p, 0, 0, 0);
+    check_at(msg, where, &p);
     return args[3];
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(unpack_trits_obj, 4, 4, mod_unpack_trits);
@@ -464,38 +455,28 @@ static mp_obj_t mod_matvec8(size_t n_args, const mp_obj_t *args)
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(matvec8_obj, 6, 6, mod_matvec8);
 
-// ternary_stream(packed, t0, rows, n, x, out)
-static mp_obj_t mod_ternary_stream(size_t n_args, const mp_obj_t *args)
+// ternary_rows(packed, p0, rows, n, x, out)
+static mp_obj_t mod_ternary_rows(size_t n_args, const mp_obj_t *args)
 {
     bvit_buf_t p, x, out;
-    long where = -1;
+    long where = -1, p0 = get_long(args[1]), rows = get_long(args[2]), n = get_long(args[3]);
     const char *msg;
     (void)n_args;
     get_buf(args[0], &p, false);
     get_buf(args[4], &x, false);
     get_buf(args[5], &out, true);
-    msg = bvit_api_ternary_stream(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]), &x,
-                                  &out, &where);
-    check_at(msg, where, &p, get_long(args[1]), get_long(args[2]), get_long(args[3]));
+    msg = bvit_api_ternary_rows(&p, p0, rows, n, &x, &out, &where);
+    if (msg != NULL && strstr(msg, "expected more bytes") != NULL) { /* worded as kernels.py */
+        unsigned long long need = (unsigned long long)p0 +
+                                  (unsigned long long)rows * (((unsigned long long)n + 4u) / 5u);
+        mp_raise_msg_varg(&mp_type_ValueError,
+                          MP_ERROR_TEXT("packed trits: expected %d bytes, got %d"),
+                          (int)(need > 0x7FFFFFFFu ? 0x7FFFFFFFu : need), (int)p.len);
+    }
+    check_at(msg, where, &p);
     return args[5];
 }
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ternary_stream_obj, 6, 6, mod_ternary_stream);
-
-// stream_to_rows(packed, t0, rows, n, out)
-static mp_obj_t mod_stream_to_rows(size_t n_args, const mp_obj_t *args)
-{
-    bvit_buf_t p, out;
-    long where = -1;
-    const char *msg;
-    (void)n_args;
-    get_buf(args[0], &p, false);
-    get_buf(args[4], &out, true);
-    msg = bvit_api_stream_to_rows(&p, get_long(args[1]), get_long(args[2]), get_long(args[3]), &out,
-                                  &where);
-    check_at(msg, where, &p, get_long(args[1]), get_long(args[2]), get_long(args[3]));
-    return args[4];
-}
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(stream_to_rows_obj, 5, 5, mod_stream_to_rows);
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ternary_rows_obj, 6, 6, mod_ternary_rows);
 
 // butterfly_ph(v, raw, b0, n_stages, n_pad)
 static mp_obj_t mod_butterfly_ph(size_t n_args, const mp_obj_t *args)
@@ -536,11 +517,111 @@ static mp_obj_t mod_attn_pv(size_t n_args, const mp_obj_t *args)
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(attn_pv_obj, 7, 7, mod_attn_pv);
 
+/* ---------------------------------------------------------------- whole layers */
+
+#define MAX_PARAMS 16
+
+/* a tuple or list of ints -> p[0..n) */
+static size_t get_params(mp_obj_t o, long *p)
+{
+    size_t n, i;
+    mp_obj_t *items;
+    mp_obj_get_array(o, &n, &items);
+    if (n > MAX_PARAMS) {
+        mp_raise_ValueError(MP_ERROR_TEXT("too many parameters"));
+    }
+    for (i = 0; i < n; i++) {
+        p[i] = get_long(items[i]);
+    }
+    return n;
+}
+
+// ln_tokens(x, n, G, B, shift, E, out, work)
+static mp_obj_t mod_ln_tokens(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t x, G, B, out, work;
+    (void)n_args;
+    get_buf(args[0], &x, false);
+    get_buf(args[2], &G, false);
+    get_buf(args[3], &B, false);
+    get_buf(args[6], &out, true);
+    get_buf(args[7], &work, true);
+    check(bvit_api_ln_tokens(&x, get_long(args[1]), &G, &B, get_long(args[4]),
+                             (int64_t)mp_obj_get_ll(args[5]), &out, &work));
+    return args[6];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ln_tokens_obj, 8, 8, mod_ln_tokens);
+
+// linear_tokens(x, w, bias, M, shift, out, work, params)
+static mp_obj_t mod_linear_tokens(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t x, w, bias, M, shift, out, work;
+    long p[MAX_PARAMS];
+    size_t np = get_params(args[7], p);
+    (void)n_args;
+    get_buf(args[0], &x, false);
+    get_buf(args[1], &w, false);
+    get_buf(args[2], &bias, false);
+    get_buf(args[3], &M, false);
+    get_buf(args[4], &shift, false);
+    get_buf(args[5], &out, true);
+    get_buf(args[6], &work, true);
+    check(bvit_api_linear_tokens(&x, &w, &bias, &M, &shift, &out, &work, p, np));
+    return args[5];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(linear_tokens_obj, 8, 8, mod_linear_tokens);
+
+// route(a, w, idx, gates, work, params)
+static mp_obj_t mod_route(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t a, w, idx, gates, work;
+    long p[MAX_PARAMS];
+    size_t np = get_params(args[5], p);
+    (void)n_args;
+    get_buf(args[0], &a, false);
+    get_buf(args[1], &w, false);
+    get_buf(args[2], &idx, true);
+    get_buf(args[3], &gates, true);
+    get_buf(args[4], &work, true);
+    check(bvit_api_route(&a, &w, &idx, &gates, &work, p, np));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(route_obj, 6, 6, mod_route);
+
+// ffn(a, x, idx, gates, phases, trits, in_M, in_shift, out_M, out_shift, out_B, work, params)
+static mp_obj_t mod_ffn(size_t n_args, const mp_obj_t *args)
+{
+    bvit_buf_t b[12];
+    long p[MAX_PARAMS];
+    size_t i, np = get_params(args[12], p);
+    (void)n_args;
+    for (i = 0; i < 12; i++) {
+        get_buf(args[i], &b[i], i == 1 || i == 11); /* x and work are written */
+    }
+    check(bvit_api_ffn(&b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9],
+                       &b[10], &b[11], p, np));
+    return args[1];
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ffn_obj, 13, 13, mod_ffn);
+
+// ffn_work_size(n, d, f, k, n_stages, slots) -> int32 elements of ffn's work buffer
+static mp_obj_t mod_ffn_work_size(size_t n_args, const mp_obj_t *args)
+{
+    long n = bvit_api_ffn_work_size(get_long(args[0]), get_long(args[1]), get_long(args[2]),
+                                    get_long(args[3]), get_long(args[4]), get_long(args[5]));
+    (void)n_args;
+    if (n < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("ffn_work_size: sizes out of range"));
+    }
+    return mp_obj_new_int(n);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ffn_work_size_obj, 6, 6, mod_ffn_work_size);
+
 /* ---------------------------------------------------------------- the module */
 
 static const mp_rom_map_elem_t bvitnative_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_bvitnative) },
-    { MP_ROM_QSTR(MP_QSTR_VERSION), MP_ROM_INT(1) },
+    { MP_ROM_QSTR(MP_QSTR_VERSION), MP_ROM_INT(2) },
     { MP_ROM_QSTR(MP_QSTR_LUT_ENTRIES), MP_ROM_INT(BVIT_LUT_ENTRIES) },
     { MP_ROM_QSTR(MP_QSTR_check_trits), MP_ROM_PTR(&check_trits_obj) },
     { MP_ROM_QSTR(MP_QSTR_unpack_trits), MP_ROM_PTR(&unpack_trits_obj) },
@@ -569,8 +650,12 @@ static const mp_rom_map_elem_t bvitnative_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_mix), MP_ROM_PTR(&mix_obj) },
     { MP_ROM_QSTR(MP_QSTR_NAME), MP_ROM_QSTR(MP_QSTR_native) },
     { MP_ROM_QSTR(MP_QSTR_matvec8), MP_ROM_PTR(&matvec8_obj) },
-    { MP_ROM_QSTR(MP_QSTR_ternary_stream), MP_ROM_PTR(&ternary_stream_obj) },
-    { MP_ROM_QSTR(MP_QSTR_stream_to_rows), MP_ROM_PTR(&stream_to_rows_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ternary_rows), MP_ROM_PTR(&ternary_rows_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ln_tokens), MP_ROM_PTR(&ln_tokens_obj) },
+    { MP_ROM_QSTR(MP_QSTR_linear_tokens), MP_ROM_PTR(&linear_tokens_obj) },
+    { MP_ROM_QSTR(MP_QSTR_route), MP_ROM_PTR(&route_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ffn), MP_ROM_PTR(&ffn_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ffn_work_size), MP_ROM_PTR(&ffn_work_size_obj) },
     { MP_ROM_QSTR(MP_QSTR_butterfly_ph), MP_ROM_PTR(&butterfly_ph_obj) },
     { MP_ROM_QSTR(MP_QSTR_attn_scores), MP_ROM_PTR(&attn_scores_obj) },
     { MP_ROM_QSTR(MP_QSTR_attn_pv), MP_ROM_PTR(&attn_pv_obj) },

@@ -6,6 +6,7 @@
 add_library(usermod_bvitnative INTERFACE)
 
 set(BVITNATIVE_KERNELS
+    ${CMAKE_CURRENT_LIST_DIR}/kernels/attn.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/bvit_api.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/bvit_tables.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/butterfly.c
@@ -13,10 +14,10 @@ set(BVITNATIVE_KERNELS
     ${CMAKE_CURRENT_LIST_DIR}/kernels/expert.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/linear.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/lut.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels/layers.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/norm.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/requant.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/softmax.c
-    ${CMAKE_CURRENT_LIST_DIR}/kernels/stream.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/ternary.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/trits.c
 )

@@ -13,7 +13,13 @@ SRC_USERMOD_C += $(BVITNATIVE_DIR)/bvitnative.c
 
 # the plain C99 kernels (no MicroPython dependency)
 SRC_USERMOD_LIB_C += $(addprefix $(BVITNATIVE_DIR)/kernels/,\
-	bvit_api.c bvit_tables.c butterfly.c elementwise.c expert.c linear.c lut.c \
-	norm.c requant.c softmax.c stream.c ternary.c trits.c)
+	attn.c bvit_api.c bvit_tables.c butterfly.c elementwise.c expert.c linear.c lut.c \
+	layers.c norm.c requant.c softmax.c ternary.c trits.c)
 
 CFLAGS_USERMOD += -I$(BVITNATIVE_DIR)
+
+# -O2 for the kernels, as micropython.cmake gives them on rp2 and esp32 (the instruction
+# counts of benchmarks/results/ are for -O2; make-based ports build -Os): target-specific
+# flags of the kernels' objects, after the port's own, so the last -O wins.
+$(addprefix $(BUILD)/,$(patsubst $(USER_C_MODULES)/%.c,%.o,\
+	$(filter $(BVITNATIVE_DIR)/kernels/%,$(SRC_USERMOD_LIB_C)))): CFLAGS += -O2

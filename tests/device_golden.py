@@ -77,13 +77,13 @@ def b_mix(b, a):
     return [list(mix), list(m)]
 
 
-def b_ternary_stream(b, a):
+def b_ternary_rows(b, a):
     # the packed bytes as bytes, and as the model's int8 weight buffer
-    rows, n, t0 = a["rows"], a["n"], a["t0"]
+    rows, n, p0 = a["rows"], a["n"], a["p0"]
     x = array("h", a["x"])
     res = []
     for packed in (bytes(a["packed"]), array("b", [v - 256 if v > 127 else v for v in a["packed"]])):
-        res.append(list(b.ternary_stream(packed, t0, rows, n, x, array("i", [0] * rows))))
+        res.append(list(b.ternary_rows(packed, p0, rows, n, x, array("i", [0] * rows))))
     return res
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from butterflyvit import intops as I
 
 OPS = ("requant", "requant_rows", "relu", "expert_input", "mix", "ternary_matvec",
-       "ternary_linear", "ternary_stream", "sincos", "butterfly", "expert", "matvec8", "linear",
+       "ternary_linear", "ternary_rows", "sincos", "butterfly", "expert", "matvec8", "linear",
        "layernorm", "softmax", "residual_add", "topk", "route", "attention", "mean_pool", "frame")
 
 I8, I16 = (-128, 127), (-32768, 32767)
@@ -186,19 +186,16 @@ def _ternary_linear(rng):
                    want=I.ternary_linear(packed, rows, n, x, M, shift, bias, bits))
 
 
-def _ternary_stream(rng):
-    # a matrix as a trit stream (docs/integer-model.md): rows start anywhere in a byte
-    for n, rows, t0 in [(64, 256, 0), (256, 64, 0), (64, 9, 3), (1, 9, 4), (3, 11, 2), (7, 5, 1),
+def _ternary_rows(rng):
+    # a matrix in spec §4 rows at byte p0 of a larger buffer (the model file's bytes)
+    for n, rows, p0 in [(64, 256, 0), (256, 64, 0), (64, 9, 3), (1, 9, 4), (3, 11, 2), (7, 5, 1),
                         (10, 4, 0), (13, 6, 4), (2, 1, 0)]:
         t = _trits(rng, rows, n)
         x = _ints(rng, *I16, n, np.int16)
         x[:2] = [-32768, 32767][:n]
-        pre = _ints(rng, -1, 1, t0, np.int8)
-        flat = np.concatenate([pre, t.ravel()])
-        flat = np.concatenate([flat, np.zeros(-len(flat) % 5, np.int8)])   # zero padding trits
-        packed = I.pack_trits(flat[None, :])
-        yield dict(name=f"{rows}x{n} from trit {t0}", rows=rows, n=n, t0=t0, packed=packed, x=x,
-                   rows_packed=I.pack_trits(t),
+        before = _ints(rng, 0, 242, p0, np.uint8).tobytes()          # other sections' bytes
+        packed = before + I.pack_trits(t) + bytes([121, 7])
+        yield dict(name=f"{rows}x{n} at byte {p0}", rows=rows, n=n, p0=p0, packed=packed, x=x,
                    want=(t.astype(np.int64) @ x).astype(np.int32))
 
 

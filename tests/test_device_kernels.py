@@ -24,7 +24,7 @@ RUNNER = Path(__file__).with_name("device_golden.py")
 
 # The ops of golden.OPS the board has, and who implements them: every kernel backend
 # (the hot loops and the steps bvit.ops lets a backend replace), or the shared bvit.nn.
-BACKEND_OPS = ("requant_rows", "relu", "expert_input", "mix", "ternary_stream", "butterfly",
+BACKEND_OPS = ("requant_rows", "relu", "expert_input", "mix", "ternary_rows", "butterfly",
                "matvec8", "linear", "attention")
 NN_OPS = ("requant", "layernorm", "softmax", "residual_add", "topk", "route", "mean_pool", "frame")
 # The C module's own ops with no board counterpart (the board streams trits, computes cos/sin
@@ -75,7 +75,7 @@ def _check(results, op, impl):
     for case, res in zip(golden.cases(op), got):
         want = _expected(op, case)
         r = res[impl]
-        variants = r if op in ("ternary_stream", "matvec8") and isinstance(r, list) else [r]
+        variants = r if op in ("ternary_rows", "matvec8") and isinstance(r, list) else [r]
         if any(v != want for v in variants):
             bad.append(f"{case['name']}: {str(r)[:200]}")
     assert not bad, f"{op} on {impl}: {len(bad)} of {len(got)} cases differ from intops: {bad[:3]}"
@@ -137,7 +137,7 @@ for i in range(6):
 packed[4] = 243
 for name in ops.available():
     try:
-        ops.load(name).ternary_stream(packed, 0, 3, 10, array("h", [1] * 10), array("i", [0] * 3))
+        ops.load(name).ternary_rows(packed, 0, 3, 10, array("h", [1] * 10), array("i", [0] * 3))
         print(name, "accepted")
     except ValueError as e:
         print(name, e)
@@ -158,7 +158,7 @@ from bvit import nn as N, ops
 n, rows, dim, heads, T = 64, 256, 64, 4, 49
 x = array("h", range(-n // 2, n // 2))
 xb = array("b", range(-n // 2, n // 2))
-packed = bytes([(i * 7) % 243 for i in range(rows * 13)])
+packed = bytes([(i * 7) % 243 for i in range(3 + rows * 13)])
 w = array("b", [(i * 5) % 255 - 127 for i in range(rows * n)])
 acc = array("i", bytes(4 * rows))
 raw = bytes(range(256))
@@ -183,7 +183,7 @@ for name in ops.available():
     rq, relu, xin, mixadd, mixround = [ops.get(b, f) for f in ops.OPTIONAL]
     micropython.heap_lock()
     try:
-        b.ternary_stream(packed, 3, rows, n, x, acc)
+        b.ternary_rows(packed, 3, rows, n, x, acc)
         b.matvec8(xb, 0, n, w, rows, acc)
         b.butterfly_ph(x, raw, 0, 2, n)
         N.attention_row(qkv, 0, dim, 2 * dim, 3 * dim, T, dim, heads, 20000, 20, 20000, 30, att,

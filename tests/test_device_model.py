@@ -163,6 +163,43 @@ def test_fashion_mnist_images_bit_exact_through_the_fallback(micropython, tmp_pa
             assert m.cfg.num_experts == 64 and m.cfg.dim == 64 and m.cfg.depth == 4
 
 
+def has_layer_functions(micropython) -> bool:
+    res = micropython.run(code="import bvitnative\nprint(hasattr(bvitnative, 'ffn'))")
+    return res.returncode == 0 and res.stdout.strip() == "True"
+
+
+def test_native_layer_path_bit_exact_if_built_in(micropython, tmp_path, pico_models, fmnist):
+    """The native module's whole-layer path (weights in place, a few calls per layer): the
+    host's logits on the tiny models (plain, smoothed, RGB; odd sizes) and on Fashion-MNIST
+    images through the pico models. Runs on a MicroPython built with the module
+    (BVITNATIVE_MICROPYTHON, docs/firmware.md)."""
+    if not has_layer_functions(micropython):
+        pytest.skip("this MicroPython has no bvitnative module with the layer functions "
+                    "(set BVITNATIVE_MICROPYTHON, docs/firmware.md)")
+    jobs, want = [], []
+    tiny = [write_frame(tmp_path, f"f{i}", fmt, w, h, buf)
+            for i, (fmt, w, h, buf) in enumerate(tiny_frames())]
+    for variant in ("plain", "smooth", "rgb"):
+        path = tmp_path / f"{variant}.bvit"
+        path.write_bytes(tiny_bytes(variant))
+        m = tiny_model(variant)
+        jobs.append(job(path, tiny, backend="native", in_ram=True))
+        want.append([[int(v) for v in m.forward_frame(buf, w, h, fmt).logits]
+                     for fmt, w, h, buf in tiny_frames()])
+    images, _ = fmnist
+    frames = fmnist_frames(tmp_path, images, n=30)
+    for name, path in pico_models.items():
+        m = IntModel.load(path)
+        jobs.append(job(path, [f[:2] for f in frames], backend="native", in_ram=True))
+        want.append([[int(v) for v in m.forward_frame(buf, w, h, fmt).logits]
+                     for _, _, fmt, w, h, buf in frames])
+    res = run_jobs(micropython, tmp_path, jobs, heapsize="2m")
+    assert len(res) == len(want)
+    for r, ref in zip(res, want):
+        assert r["backend"] == "native"
+        assert r["logits"] == ref
+
+
 # ------------------------------------------------------------------ classify.py at 96 KB
 
 def mpy_package(dest: Path, arch="x64") -> Path:
@@ -269,10 +306,14 @@ def test_errors_not_an_integer_model(micropython, board_dir, tmp_path):
     meta = dict(meta, int_version=7)
     (tmp_path / "model.bvit").write_bytes(encode_model(arrays, meta))
     res = run_classify(micropython, board_dir, tmp_path)
-    assert "integer model version 7 is not supported (this code runs version 1)" in res.stdout
+    assert "integer model version 7 is not supported (this code runs version 2)" in res.stdout
+    (tmp_path / "model.bvit").write_bytes(encode_model(arrays, dict(meta, int_version=1)))
+    res = run_classify(micropython, board_dir, tmp_path)
+    assert "version 1 (ternary matrices as trit streams) is no longer read: pack the " \
+           "checkpoint again" in res.stdout
     arrays = dict(arrays)
     arrays.pop("blocks.2.ffn.theta")
-    (tmp_path / "model.bvit").write_bytes(encode_model(arrays, dict(meta, int_version=1)))
+    (tmp_path / "model.bvit").write_bytes(encode_model(arrays, dict(meta, int_version=2)))
     res = run_classify(micropython, board_dir, tmp_path)
     assert "section 'blocks.2.ffn.theta' is missing" in res.stdout
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from beds.firmware import ICOUNT, QemuRepl, switches_for_missing_submodules
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "build_firmware.py"
@@ -78,7 +77,7 @@ def test_missing_checkout_is_one_clear_line(tmp_path):
 
 def test_unknown_board_and_port_mismatch(fake_checkout):
     err = error_line(build("--micropython", fake_checkout, "--board", "nope"))
-    assert "--board: unknown board 'nope'; known: unix, qemu, rp2040-pico, esp32-cam" in err
+    assert "--board: unknown board 'nope'; known: unix, qemu, qemu-m0plus, rp2040-pico, esp32-cam" in err
     err = error_line(build("--micropython", fake_checkout, "--port", "rp2", "--board", "esp32c3"))
     assert "--board esp32c3 is built with --port esp32, not rp2" in err
     res = build("--micropython", fake_checkout, "--port", "stm32")
@@ -168,16 +167,6 @@ def host_logits(frame):
     return [int(v) for v in m.forward_frame(frame, 28, 28, "GRAYSCALE").logits]
 
 
-def switches_for_missing_submodules(top: Path):
-    """Build what this checkout allows: modules whose submodule is absent switched off."""
-    def empty(sub):
-        d = top / sub
-        return not d.is_dir() or all(p.name == ".git" for p in d.iterdir())
-
-    return [flag for sub, flag in (("lib/berkeley-db-1.xx", "MICROPY_PY_BTREE=0"),
-                                   ("lib/mbedtls", "MICROPY_PY_SSL=0")) if empty(sub)]
-
-
 @NEEDS_CHECKOUT
 def test_unix_firmware_classifies_bit_exact(tmp_path):
     top = Path(MPY_DIR)
@@ -194,55 +183,12 @@ def test_unix_firmware_classifies_bit_exact(tmp_path):
         run = subprocess.run([str(exe), "-X", "heapsize=256k", "-m", "classify", "--model",
                               "module:bvitmodel", "--input", img, "--logits"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-        assert run.returncode == 0 and "kernels: native" in run.stdout, run.stdout + run.stderr
+        # the model frozen: read in place, so the native whole-layer path runs
+        assert run.returncode == 0 and "kernels: native (whole layers)" in run.stdout, \
+            run.stdout + run.stderr
         got = re.search(r"^logits: (.*)$", run.stdout, re.M)
         assert got, run.stdout
         assert [int(v) for v in got.group(1).split()] == host_logits(frame)
-
-
-class QemuRepl:
-    """The qemu port's firmware on mps2-an385, its UART on stdin/stdout (raw REPL)."""
-
-    def __init__(self, elf, *extra):
-        # -serial stdio, not mon:stdio: the monitor would take the raw REPL's Ctrl-A
-        self.proc = subprocess.Popen(
-            ["qemu-system-arm", "-machine", "mps2-an385", "-nographic", "-monitor", "null",
-             "-semihosting", "-serial", "stdio", *extra, "-kernel", str(elf)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.send(b"\r")  # qemu's stdio only starts once it has read something
-        self.read_until(b">>> ", 30)
-        self.send(b"\x01")
-        self.read_until(b"raw REPL; CTRL-B to exit\r\n>", 10)
-
-    def send(self, data):
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def read_until(self, marker, timeout):
-        buf, end = b"", time.monotonic() + timeout
-        while marker not in buf:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, end - time.monotonic()))
-            chunk = os.read(self.proc.stdout.fileno(), 4096) if ready else b""
-            if not chunk:
-                raise AssertionError(f"qemu: no {marker!r} within {timeout} s; got {buf[-800:]!r}")
-            buf += chunk
-        return buf
-
-    def exec(self, code, timeout=600):
-        data = code.encode()
-        for i in range(0, len(data), 256):  # the UART has a small buffer
-            self.send(data[i:i + 256])
-            time.sleep(0.01)
-        self.send(b"\x04")
-        out = self.read_until(b"\x04>", timeout)
-        assert out.startswith(b"OK"), out
-        text, _, err = out[2:].partition(b"\x04")
-        assert not err.strip(b"\x04>"), err.decode(errors="replace")
-        return text.decode()
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 @NEEDS_CHECKOUT
@@ -260,16 +206,15 @@ def test_qemu_firmware_classifies_bit_exact(tmp_path):
         "from bvit.model import Classifier",
         "from bvit.frames import Frame",
         "net = Classifier(bvitmodel.MODEL)",
-        "print(net.k.NAME)",
+        "print(net.k.NAME, net.layers)",
         f"for f in {imgs!r}:",
         "    print(list(net.classify_frame(Frame(f, 28, 28, 'GRAYSCALE'))))",
     ])
-    # -icount shift=0: one instruction per virtual nanosecond, a deterministic clock
-    board = QemuRepl(out / "firmware.elf", "-icount", "shift=0")
+    board = QemuRepl(out / "firmware.elf", *ICOUNT)
     try:
         lines = board.exec(code).splitlines()
     finally:
         board.close()
-    assert lines[0] == "native", lines
+    assert lines[0] == "native True", lines      # the whole-layer path on the frozen model
     got = [[int(v) for v in line.strip("[]").split(",")] for line in lines[1:]]
     assert got == [host_logits(f) for f in imgs]

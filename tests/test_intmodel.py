@@ -21,8 +21,7 @@ from butterflyvit import intops
 from butterflyvit.config import ModelConfig
 from butterflyvit.intmodel import IntModel, image_to_frame, read_raw_frame, rgb_to_rgb565
 from butterflyvit.modelfile import ModelFormatError, Trits, decode_model, encode_model
-from butterflyvit.quantize import (QuantizeError, build_integer_model, expected_shapes,
-                                   site_names, stream_to_rows, trit_stream)
+from butterflyvit.quantize import QuantizeError, build_integer_model, expected_shapes, site_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +135,7 @@ def run_pins(variant):
 # logits: the int32 logits of each frame; experts0: the first-choice expert of every token in
 # layer 0; gates1: the first gate (Q15) of tokens 0..3 in layer 1.
 
-PINS_CRC = {'plain': 3229698837, 'rgb': 718319498, 'smooth': 3229698837}
+PINS_CRC = {'plain': 3522977543, 'rgb': 2136921681, 'smooth': 3522977543}  # format 2: trits in rows
 PINS = {
     'plain': [
         {'logits': [1030, -8368, -2531, 3481], 'experts0': [3, 1, 3, 3, 1, 2, 3, 0, 2, 3, 0, 3, 0, 0, 3, 2], 'gates1': [20111, 30294, 28819, 32252]},
@@ -238,29 +237,27 @@ def test_top_and_probabilities():
     assert abs(p.sum() - 1) < 1e-9 and int(np.argmax(p)) == top[0][0]
 
 
-def test_trit_stream_layout():
-    """Substrates are one trit row: matrix row r = trits r*n..r*n+n-1, 1.6 bits/trit."""
-    rng = np.random.default_rng(0)
-    for rows, n in ((32, 16), (256, 64), (7, 13), (5, 10)):
-        t = rng.integers(-1, 2, (rows, n)).astype(np.int8)
-        s = trit_stream(t)
-        assert s.shape == (1, rows * n)
-        packed = s.packed()
-        assert packed.size == -(-rows * n // 5)
-        assert np.array_equal(intops.unpack_trits(stream_to_rows(packed, rows, n), rows, n), t)
-        if n % 5 == 0:  # then identical to the row-major layout of spec §4
-            assert packed.tobytes() == intops.pack_trits(t)
-        # every 5 rows are exactly n bytes: row 5g starts on byte g*n
-        for g in range(rows // 5):
-            chunk = packed.ravel()[g * n:(g + 1) * n]
-            assert np.array_equal(intops.unpack_trits(chunk, 1, 5 * n).reshape(5, n), t[5 * g:5 * g + 5])
-
+def test_ternary_matrices_are_stored_in_whole_rows():
+    """Format 2: w_in (f, d) and w_out (d, f) in spec §4 rows, each row on its own bytes
+    (what the lookup-table kernel needs); version 1 files (trit streams) are refused with
+    what to do."""
+    arrays, meta = tiny_arrays("smooth")
+    m = decode_model(encode_model(arrays, meta))
+    c = tiny_config(smooth_routing=True)
+    for name, rows, n in (("ffn.w_in", c.ffn_dim, c.dim), ("ffn.w_out", c.dim, c.ffn_dim)):
+        info = m.info("blocks.0." + name)
+        assert info.shape == (rows, n) and info.nbytes == rows * -(-n // 5)
+        want = arrays["blocks.0." + name].values
+        assert m.raw("blocks.0." + name) == intops.pack_trits(want)
+    old = dict(meta, int_version=1)
+    with pytest.raises(ModelFormatError, match="version 1 .* pack the checkpoint again"):
+        IntModel(decode_model(encode_model(arrays, old)))
 
 def test_expected_sections_and_names():
     arrays, meta = tiny_arrays()
     assert set(arrays) == set(expected_shapes(tiny_config()))
     assert all(len(n) <= 48 for n in expected_shapes(tiny_config(depth=12)))
-    assert meta["format"] == "butterflyvit-integer" and meta["int_version"] == 1
+    assert meta["format"] == "butterflyvit-integer" and meta["int_version"] == 2
     assert set(meta["scales"]) == set(site_names(tiny_config())) | {"input"}
     json.dumps(meta)
 
@@ -382,7 +379,7 @@ def _set(path, value):
 
 ERRORS = [
     ("format", _set(["format"], "something-else"), "not an integer ButterflyViT model"),
-    ("version", _set(["int_version"], 2), "integer model version 2 is not supported"),
+    ("version", _set(["int_version"], 3), "integer model version 3 is not supported"),
     ("no config", _set(["config"], KeyError), "metadata 'config' must be an object"),
     ("config type", _set(["config", "dim"], 16.0), "config 'dim' has the wrong type"),
     ("config value", _set(["config", "heads"], 3), "dim 16 is not divisible by heads 3"),
@@ -424,7 +421,7 @@ ARRAY_ERRORS = [
     ("missing", _drop("blocks.1.ffn.w_out.bias"), "section 'blocks.1.ffn.w_out.bias' is missing"),
     ("dtype", _put("head.bias", np.zeros(4, np.int16)), "section 'head.bias' is int16 (4,), expected int32 (4,)"),
     ("shape", _put("embed.weight", np.zeros((16, 5), np.int8)), "section 'embed.weight' is int8 (16, 5)"),
-    ("trit layout", _put("blocks.0.ffn.w_in", Trits(np.zeros((32, 16), np.int8))), "blocks.0.ffn.w_in' is trit5 (32, 16)"),
+    ("trit layout", _put("blocks.0.ffn.w_in", Trits(np.zeros((1, 512), np.int8))), "blocks.0.ffn.w_in' is trit5 (1, 512), expected trit5 (32, 16)"),
     ("mult", _put("blocks.0.attn.qkv.mult", np.full(48, -1, np.int16)), "'blocks.0.attn.qkv.mult' holds values outside 0 and 16384..32767"),
     ("shift", _put("embed.shift", np.zeros(16, np.int8)), "'embed.shift' holds values outside 1..62"),
     ("bias", _put("embed.bias", np.full((16, 16), 1 << 30, np.int32)), "'embed.bias' holds values outside"),

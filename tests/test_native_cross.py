@@ -69,11 +69,10 @@ def _f_ternary_linear(c):
                  want=c["want"].astype(np.int16)), {"acc": rows, "out16": rows})
 
 
-def _f_ternary_stream(c):
+def _f_ternary_rows(c):
     rows, n = c["rows"], c["n"]
-    return ([rows, n, c["t0"], "packed", "x", "rows_packed", "want"],
-            dict(packed=_packed(c["packed"]), x=c["x"], rows_packed=_packed(c["rows_packed"]),
-                 want=c["want"]), {"acc": rows, "out8": len(c["rows_packed"])})
+    return ([rows, n, c["p0"], "packed", "x", "want"],
+            dict(packed=_packed(c["packed"]), x=c["x"], want=c["want"]), {"acc": rows})
 
 
 def _f_sincos(c):
@@ -154,7 +153,7 @@ def _packed(b):
 
 # What cross_main.c reports for each case of an op; the small core leaves out the LUT forms
 FORMS = {"ternary_matvec": ("plain", "lut", "unpack"), "ternary_linear": ("plain", "lut"),
-         "ternary_stream": ("stream", "to_rows"), "butterfly": ("tables", "phase", "raw")}
+         "ternary_rows": ("plain", "lut"), "butterfly": ("tables", "phase", "raw")}
 SMALL_LEAVES_OUT = {"lut"}
 NOT_ON_SMALL = {"expert", "attention"}          # their scratch does not fit 16 KiB
 CROSS_OPS = tuple(op for op in golden.OPS if "_f_" + op in globals())

@@ -152,11 +152,11 @@ def _golden_ternary_linear(nat, c):
                                        table, acc)
 
 
-def _golden_ternary_stream(nat, c):
-    rows, n, t0, p = c["rows"], c["n"], c["t0"], np.frombuffer(c["packed"], np.uint8)
-    yield "bytes", nat.ternary_stream(p, t0, rows, n, c["x"], np.zeros(rows, np.int32))
-    yield "signed buffer", nat.ternary_stream(p.astype(np.int8), t0, rows, n, c["x"],
-                                              np.zeros(rows, np.int32))
+def _golden_ternary_rows(nat, c):
+    rows, n, p0, p = c["rows"], c["n"], c["p0"], np.frombuffer(c["packed"], np.uint8)
+    yield "bytes", nat.ternary_rows(p, p0, rows, n, c["x"], np.zeros(rows, np.int32))
+    yield "signed buffer", nat.ternary_rows(p.astype(np.int8), p0, rows, n, c["x"],
+                                            np.zeros(rows, np.int32))
 
 
 def _golden_sincos(nat, c):
@@ -375,10 +375,10 @@ def test_backend_functions_refuse_wrong_calls(nat):
         (ValueError, lambda: nat.matvec8(np.zeros(10, np.int8), 0, 6, np.zeros(11, np.int8), 2, np.zeros(2, np.int32))),
         (ValueError, lambda: nat.matvec8(np.zeros(10, np.int8), 0, 6, np.zeros(12, np.int8), 2, np.zeros(1, np.int32))),
         (TypeError, lambda: nat.matvec8(np.zeros(10, np.uint8), 0, 6, np.zeros(12, np.int8), 2, np.zeros(2, np.int32))),
-        (ValueError, lambda: nat.ternary_stream(np.full(2, 121, np.uint8), 1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
-        (ValueError, lambda: nat.ternary_stream(np.full(4, 121, np.uint8), 0, 2, 7, np.zeros(6, np.int8), np.zeros(2, np.int32))),
-        (ValueError, lambda: nat.ternary_stream(np.full(4, 121, np.uint8), -1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
-        (ValueError, lambda: nat.stream_to_rows(np.full(4, 121, np.uint8), 0, 2, 7, np.zeros(3, np.uint8))),
+        (ValueError, lambda: nat.ternary_rows(np.full(4, 121, np.uint8), 1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_rows(np.full(4, 121, np.uint8), 0, 2, 7, np.zeros(6, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_rows(np.full(4, 121, np.uint8), -1, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
+        (ValueError, lambda: nat.ternary_rows(np.array([121, 121, 243, 121], np.uint8), 0, 2, 7, np.zeros(7, np.int8), np.zeros(2, np.int32))),
         (ValueError, lambda: nat.butterfly_ph(np.zeros(8, np.int16), np.zeros(23, np.uint8), 0, 3, 8)),
         (ValueError, lambda: nat.butterfly_ph(np.zeros(8, np.int16), np.zeros(24, np.uint8), 1, 3, 8)),
         (ValueError, lambda: nat.attn_scores(np.zeros(100, np.int8), 90, 0, 10, 9, 11, np.zeros(9, np.int32))),
@@ -520,7 +520,8 @@ def test_misaligned_buffers_are_refused(nat):
 
 @pytest.mark.skipif(SANITIZED, reason="this is the sanitized run")
 def test_everything_again_under_asan_and_ubsan(tmp_path_factory):
-    """Re-run this file against the ASan+UBSan build (LD_PRELOAD'ed into a child Python)."""
+    """Re-run this file and the whole-layer tests (test_native_layers.py) against the
+    ASan+UBSan build (LD_PRELOAD'ed into a child Python)."""
     libdir = tmp_path_factory.mktemp("native-san")
     try:
         BC.build_library(libdir, sanitize=True)
@@ -532,7 +533,8 @@ def test_everything_again_under_asan_and_ubsan(tmp_path_factory):
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "-k", "not asan", __file__], cwd=REPO, env=env, capture_output=True,
+                           "-k", "not asan", __file__,
+                           str(Path(__file__).with_name("test_native_layers.py"))], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, tail

@@ -122,14 +122,12 @@ o1, o2 = ar("i", [0] * 8), ar("i", [0] * 8)
 bn.matvec8(a8, 3, 16, w, 8, o1)
 K.matvec8(a8, 3, 16, w, 8, o2)
 R["matvec8"] = [list(o1), list(o2)]
-st = bytes(bk["stream"])
+st = bytes(bk["rows"])
 u = ar("h", bk["u"])
 o1, o2 = ar("i", [0] * 9), ar("i", [0] * 9)
-bn.ternary_stream(st, 3, 9, 64, u, o1)
-K.ternary_stream(st, 3, 9, 64, u, o2)
-R["tstream"] = [list(o1), list(o2)]
-rows9 = bytearray(9 * 13)
-R["recut"] = list(bn.stream_to_rows(st, 3, 9, 64, rows9))
+bn.ternary_rows(st, 3, 9, 64, u, o1)
+K.ternary_rows(st, 3, 9, 64, u, o2)
+R["trows"] = [list(o1), list(o2)]
 raw = bytes(bk["raw"])
 v1, v2 = ar("h", bk["v"]), ar("h", bk["v"])
 bn.butterfly_ph(v1, raw, 1, 4, 64)
@@ -234,7 +232,7 @@ def _vectors(rng):
     pM, psh = I.quantize_multiplier(0.7 / 49)
     pool = dict(x=rng.integers(-32768, 32768, 49 * 8).tolist(), N=49, d=8, M=pM, sh=psh)
     backend = dict(kv=rng.integers(-128, 128, 9 * 32 + 32).tolist(), w=rng.integers(-128, 128, 8 * 16).tolist(),
-                   a=rng.integers(-128, 128, 20).tolist(), stream=rng.integers(0, 243, (3 + 9 * 64 + 4) // 5).tolist(),
+                   a=rng.integers(-128, 128, 20).tolist(), rows=[7, 200, 0] + list(I.pack_trits(rng.integers(-1, 2, (9, 64)).astype(np.int8))),
                    u=rng.integers(-32768, 32768, 64).tolist(), raw=rng.integers(0, 256, 1 + 4 * 32 * 2).tolist(),
                    v=rng.integers(-20000, 20000, 64).tolist(),
                    p=I.softmax(rng.integers(-300, 300, 9).astype(np.int32), *I.softmax_multiplier(0.01)).tolist())
@@ -309,12 +307,11 @@ def test_bvitnative_on_micropython(tmp_path):
     po = V["pool"]
     assert R["pool"] == I.mean_pool(np.array(po["x"]).reshape(po["N"], po["d"]), po["M"], po["sh"],
                                     16).tolist()
-    assert R["backend_names"] == ["matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv", "native"]
-    for key in ("matvec8", "tstream", "bph", "scores", "pv"):
+    assert R["backend_names"] == ["matvec8", "ternary_rows", "butterfly_ph", "attn_scores", "attn_pv", "native"]
+    for key in ("matvec8", "trows", "bph", "scores", "pv"):
         assert R[key][0] == R[key][1], key
     bk = V["backend"]
-    st = bytes(bk["stream"])
-    assert R["tstream"][0] == I.ternary_matvec(bytes(R["recut"]), 9, 64, np.array(bk["u"])).tolist()
+    assert R["trows"][0] == I.ternary_matvec(bytes(bk["rows"][3:]), 9, 64, np.array(bk["u"])).tolist()
     assert not [m for m in R["errors"] if m.startswith("NO ERROR")], R["errors"]
     assert len(R["errors"]) == 21
     assert R["window"][0] == 7 and R["window"][-1] == 7

@@ -82,7 +82,8 @@ def main(config):
               "kernels: %s; loaded in %d ms"
               % (cfg["model"], net.file_size, c["image_size"], c["image_size"], c["in_channels"],
                  c["num_classes"], c["depth"], c["num_experts"], c["top_k"],
-                 ", smoothed routing" if c["smooth_routing"] else "", net.k.NAME, load_ms))
+                 ", smoothed routing" if c["smooth_routing"] else "",
+                 net.k.NAME + (" (whole layers)" if net.layers else ""), load_ms))
         gc.collect()
         probe()
         loaded = gc.mem_alloc()

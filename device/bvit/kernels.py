@@ -1,7 +1,7 @@
 """The kernel backend "python": the model's hot loops in pure MicroPython (docs/integer-spec.md),
 no numpy, no viper.
 
-The ternary product of a trit stream (§4-5), the Q14 butterfly with each rotation's cos/sin
+The ternary product of packed trit rows (§4-5), the Q14 butterfly with each rotation's cos/sin
 computed from its phase (§6), and the int8 products of the linear layers and attention (§7,
 §12): exactly the integers of the host reference (host/butterflyvit/intops.py). bvit.nn has
 the per-token ops (§7-§13), bvit.frames the camera frames (§14). Runs unchanged on
@@ -15,7 +15,7 @@ loops stay inside MicroPython small ints (|v| < 2^30) for the sizes the spec all
 (§2.3 form of requant, §9.2 cut-off of softmax); elsewhere (LayerNorm's variance, one per
 token) big ints may appear on 32-bit ports, exactly.
 
-The hot loops the model uses (matvec8, ternary_stream, butterfly_ph, attn_scores, attn_pv)
+The hot loops the model uses (matvec8, ternary_rows, butterfly_ph, attn_scores, attn_pv)
 have viper twins in bvit.kviper (and C twins in the native module); bvit.ops picks one.
 """
 
@@ -40,66 +40,35 @@ DIGITS = _make_digits()
 
 # ---------------------------------------------------------------- spec §4-5
 
-def ternary_stream(packed, t0, rows, n, x, out):
-    """acc_r = sum_c T[r, c] * x_c (spec §5.1) for a ternary matrix stored as a trit stream
-    (docs/integer-model.md): trit r*n + c of the matrix is trit t0 + r*n + c of `packed`
-    (digit i % 5 of byte i // 5, §4), rows need not start on a byte. x: n int8/int16
-    values; out: rows int32 accumulators. packed may be a signed buffer (array('b')): its
-    bytes are read as 0..255."""
-    need = (t0 + rows * n + 4) // 5
-    if len(packed) < need:
+def ternary_rows(packed, p0, rows, n, x, out):
+    """acc_r = sum_c T[r, c] * x_c (spec §5.1) for a ternary matrix in spec §4 rows: row r
+    is the ceil(n/5) bytes from packed[p0 + r * ceil(n/5)] (trit c: digit c % 5 of byte
+    c // 5; padding trits are zero). x: n int8/int16 values; out: rows int32 accumulators.
+    packed may be a signed buffer (array('b')): its bytes are read as 0..255."""
+    rb = (n + 4) // 5
+    need = p0 + rows * rb
+    if p0 < 0 or len(packed) < need:
         raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
     D = DIGITS
-    p = t0 // 5
-    k = t0 - 5 * p
+    last = n - 5 * (rb - 1)                     # trits in a row's last byte
+    p = p0
     for r in range(rows):
         acc = 0
         c = 0
-        if k:                                   # the row starts inside a byte
-            b = packed[p] & 255
-            if b > 242:
-                raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
-            m = 5 - k
-            if m > n:
-                m = n
-            pb = 5 * b + k
-            for j in range(m):
-                d = D[pb + j]
-                if d == 2:
-                    acc += x[j]
-                elif d == 0:
-                    acc -= x[j]
-            c = m
-            k += m
-            if k == 5:
-                k = 0
-                p += 1
-        while c + 5 <= n:                       # whole bytes
+        for q in range(rb):
             b = packed[p] & 255
             p += 1
             if b != 121:                        # five zero trits contribute nothing
                 if b > 242:
                     raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
                 pb = 5 * b
-                for j in range(5):
+                for j in range(5 if q < rb - 1 else last):
                     d = D[pb + j]
                     if d == 2:
                         acc += x[c + j]
                     elif d == 0:
                         acc -= x[c + j]
             c += 5
-        if c < n:                               # the row ends inside a byte
-            b = packed[p] & 255
-            if b > 242:
-                raise ValueError("packed trits: byte value %d is not valid (0..242)" % b)
-            pb = 5 * b
-            for j in range(n - c):
-                d = D[pb + j]
-                if d == 2:
-                    acc += x[c + j]
-                elif d == 0:
-                    acc -= x[c + j]
-            k = n - c
         out[r] = acc
     return out
 

@@ -6,7 +6,7 @@
 # the spec's bounds (docs/integer-spec.md §5-§7, §12), so both give the same results.
 # Buffer element types are fixed (viper reads raw memory):
 #   matvec8         x, w int8 (array('b'), or bytes holding int8 bit patterns); out array('i')
-#   ternary_stream  packed trits (bytes 0..242, any 1-byte buffer); x array('h'); out array('i')
+#   ternary_rows    packed trits (bytes 0..242, any 1-byte buffer); x array('h'); out array('i')
 #   butterfly_ph    v array('h'); raw: phases as little-endian uint16 bytes
 #   attn_*          qkv int8; p array('i') (Q15); out array('i')
 #   requant_rows    acc, bias array('i'); Ms array('h'); shifts array('b'); out 'b' or 'h'
@@ -43,64 +43,40 @@ def matvec8(x, x0: int, n: int, w, rows: int, out):
 
 
 @micropython.viper
-def _stream(packed, t0: int, rows: int, n: int, x, out) -> int:
+def _rows(packed, p0: int, rows: int, n: int, x, out) -> int:
     # Returns -1, or the offset of the first invalid byte (243..255). Each trit adds
-    # (digit - 1) * x: one multiply, no branch.
+    # (digit - 1) * x: one multiply, no branch. Padding trits are zero (checked at load)
+    # and x has no element past n-1 to multiply them with, so the last byte stops at n.
     pp = ptr8(packed)
     px = ptr16(x)
     po = ptr32(out)
-    p = t0 // 5
-    k = t0 - 5 * p
+    p = p0
     for r in range(rows):
         acc = 0
         c = 0
-        if k:                                 # the row starts inside a byte
-            b = int(pp[p])
-            if b > 242:
-                return p
-            for j in range(k):                # skip the digits of the previous row
-                b = (b * 171) >> 9            # b // 3 for 0 <= b <= 255
-            m = 5 - k
-            if m > n:
-                m = n
-            for j in range(m):
-                q = (b * 171) >> 9
-                acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
-                b = q
-            c = m
-            k += m
-            if k == 5:
-                k = 0
-                p += 1
-        while c + 5 <= n:                     # whole bytes
+        while c < n:
             b = int(pp[p])
             p += 1
+            end = c + 5
+            if end > n:
+                end = n
             if b != 121:                      # five zero trits
                 if b > 242:
                     return p - 1
-                for j in range(c, c + 5):
-                    q = (b * 171) >> 9
+                for j in range(c, end):
+                    q = (b * 171) >> 9        # b // 3 for 0 <= b <= 255
                     acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
                     b = q
-            c += 5
-        if c < n:                             # the row ends inside a byte
-            b = int(pp[p])
-            if b > 242:
-                return p
-            for j in range(c, n):
-                q = (b * 171) >> 9
-                acc += (b - 3 * q - 1) * ((int(px[j]) ^ 0x8000) - 0x8000)
-                b = q
-            k = n - c
+            c = end
         po[r] = acc
     return -1
 
 
-def ternary_stream(packed, t0, rows, n, x, out):
-    need = (t0 + rows * n + 4) // 5
-    if len(packed) < need:
+def ternary_rows(packed, p0, rows, n, x, out):
+    need = p0 + rows * ((n + 4) // 5)
+    if p0 < 0 or len(packed) < need:
         raise ValueError("packed trits: expected %d bytes, got %d" % (need, len(packed)))
-    bad = _stream(packed, t0, rows, n, x, out)
+    bad = _rows(packed, p0, rows, n, x, out)
     if bad >= 0:
         raise ValueError("packed trits: byte value %d is not valid (0..242)" % (packed[bad] & 255))
     return out

@@ -146,34 +146,43 @@ def strict_json(t):
 
 def _check_trit5(m, buf):
     """The host reader's check of every trit5 section (docs/model-format.md, check 22):
-    no byte above 242, padding trits 0. A fast pass (max() of each chunk; the padding byte
-    of a one-row stream); any doubt goes to Model.check_trit5, which words the error."""
+    no byte above 242, padding trits 0. A fast pass over whole rows (max() of each chunk,
+    the last byte of each row when rows are padded); any doubt goes to Model.check_trit5,
+    which words the error."""
     for s in m.sections():
         if s.dtype != MF.TRIT5:
             continue
         rows, cols = s.shape
-        if rows > 1 and cols % 5:               # padding in every row: the slow check
-            m.check_trit5(s)
+        rb = (cols + 4) // 5                    # bytes per row (spec §4)
+        used = cols % 5                         # trits in a row's last byte (0: all five)
+        pad = (3 ** (5 - used) - 1) // 2 if used else 0   # its value / 3^used: zero trits
+        per = len(buf) // rb if rb <= len(buf) else 0
+        if not per or not s.nbytes:             # rows longer than the buffer: the slow check
+            if s.nbytes:
+                m.check_trit5(s)
             continue
-        pos = 0
-        while pos < s.nbytes:
-            n = min(len(buf), s.nbytes - pos)
-            part = buf if n == len(buf) else memoryview(buf)[0:n]
-            m.readinto(s, part, pos)
-            if max(part) > 242:
-                m.check_trit5(s)
-            pos += n
-        if cols % 5 and s.nbytes:               # one row: its last byte holds the padding
-            used = cols % 5
-            m.readinto(s, memoryview(buf)[0:1], s.nbytes - 1)
-            if buf[0] // 3 ** used != (3 ** (5 - used) - 1) // 2:
-                m.check_trit5(s)
+        r = 0
+        while r < rows:
+            k = min(per, rows - r)
+            part = memoryview(buf)[0:k * rb]
+            m.readinto(s, part, r * rb)
+            bad = max(part) > 242
+            if used and not bad:
+                p3 = 3 ** used
+                for i in range(rb - 1, k * rb, rb):
+                    if part[i] // p3 != pad:
+                        bad = True
+                        break
+            if bad:
+                m.check_trit5(s)                # raises with the host's words
+            r += k
 
 
-def load(source, verify=True, weight_buffer=4096):
+def load(source, verify=True, weight_buffer=4096, layers=False):
     """Open and check a model: a path (the file stays open, returned as .file) or a
     bytes-like object (.mem, read in place). Raises ModelFormatError (ValueError) for any
-    file the host reader refuses, with the host's message."""
+    file the host reader refuses, with the host's message. layers: size the buffers of the
+    native whole-layer path (bvit.schema.ram_layers)."""
     m = MF.Model(source, verify=verify, metadata=False)
     try:
         raw = bytearray(m.metadata_size)        # checks 20-21 as strictly as the host does,
@@ -232,7 +241,8 @@ def load(source, verify=True, weight_buffer=4096):
             raise MF.ModelFormatError(e.args[0])
         r.off = off
         r.slots = S.board_slots()
-        r.ram = S.ram_needed(c, weight_buffer), S.weight_bytes(c, weight_buffer)
+        r.ram = (S.ram_needed(c, weight_buffer, layers),
+                 0 if layers else S.weight_bytes(c, weight_buffer))
         r.file_size = m.file_size
     except BaseException:
         m.close()

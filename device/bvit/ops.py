@@ -3,7 +3,7 @@
 #     from bvit import ops
 #     k = ops.load()            # "auto": native if importable, else viper, else python
 #     k = ops.load("python")    # one by name (tests, benchmarks); ValueError if unavailable
-#     k.NAME, k.matvec8(...), k.ternary_stream(...), k.butterfly_ph(...), k.attn_scores(...)
+#     k.NAME, k.matvec8(...), k.ternary_rows(...), k.butterfly_ph(...), k.attn_scores(...)
 #
 # A backend is a module with NAME and the functions in NAMES, with the signatures and
 # results of bvit.kernels (the pure-MicroPython backend, equal to host/butterflyvit/intops.py);
@@ -12,7 +12,7 @@
 # Nothing here needs viper: on CircuitPython or the WebAssembly port bvit.kviper does not
 # compile and the pure kernels are used.
 
-NAMES = ("matvec8", "ternary_stream", "butterfly_ph", "attn_scores", "attn_pv")
+NAMES = ("matvec8", "ternary_rows", "butterfly_ph", "attn_scores", "attn_pv")
 # Per-element steps a backend may also provide, listed in its EXTRAS (else bvit.nn's are
 # used): bvit.nn's signatures.
 OPTIONAL = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")

@@ -20,7 +20,7 @@
 # unloaded; names in code would stay interned in its RAM), columns split on spaces.
 
 FORMAT = "butterflyvit-integer"
-INT_VERSION = 1
+INT_VERSION = 2      # 2: ternary matrices in whole rows (1 stored them as trit streams)
 
 
 class ModelError(ValueError):
@@ -201,8 +201,8 @@ def config(meta):
 # dtype). Slots: GLOBAL's row, then NGLOBAL + block * NBLOCK + BLOCK's row. input.a with
 # input.b: 255|A| + |B| < 2^30 (check_values); embed.bias: the patch-embedding bias plus the
 # position embedding, per token; BLOCK's names are prefixed blocks.<i>.; ffn.phi, ffn.theta:
-# uint16 phases as int16 bit patterns; ffn.w_in, ffn.w_out: the trit streams of the (f, d)
-# and (d, f) matrices.
+# uint16 phases as int16 bit patterns; ffn.w_in, ffn.w_out: the (f, d) and (d, f) ternary
+# matrices in spec §4 rows (each row starts on a byte: what the lookup-table kernel needs).
 
 GLOBAL = """
 input.a      int32 C    -
@@ -233,10 +233,10 @@ norm2.b           int32 d         bias
 ffn.router.weight int8  E,d       -
 ffn.phi           int16 E,nl,dp/2 -
 ffn.theta         int16 E,nl,fp/2 -
-ffn.w_in          trit5 1,f*d     -
+ffn.w_in          trit5 f,d       -
 ffn.w_in.mult     int16 f         mult
 ffn.w_in.shift    int8  f         shift
-ffn.w_out         trit5 1,f*d     -
+ffn.w_out         trit5 d,f       -
 ffn.w_out.bias    int32 d         bias
 ffn.w_out.mult    int16 d         mult
 ffn.w_out.shift   int8  d         shift
@@ -250,9 +250,9 @@ def names(text):
 def sections(c):
     """(slot, name, dtype, shape, rule) of every section, in slot order."""
     d, f = c["dim"], c["ffn_dim"]
-    v = dict(zip(("C", "d", "pd", "n", "nc", "3d", "E", "nl", "dp/2", "fp/2", "1", "f*d", "f"),
+    v = dict(zip(("C", "d", "pd", "n", "nc", "3d", "E", "nl", "dp/2", "fp/2", "f"),
                     (c["in_channels"], d, c["patch_dim"], c["tokens"], c["num_classes"], 3 * d,
-                     c["num_experts"], c["butterfly_stages"], pad(d) // 2, pad(f) // 2, 1, f * d,
+                     c["num_experts"], c["butterfly_stages"], pad(d) // 2, pad(f) // 2,
                      f)))                          # the shape symbols of the tables
     rs = rules()
     slot = 0
@@ -393,6 +393,9 @@ def check_metadata(meta):
         raise ModelError("not an integer ButterflyViT model (metadata format %s, expected '%s')"
                          % (_what(meta.get("format")), FORMAT))
     v = meta.get("int_version")
+    if v == 1 and not isinstance(v, bool):
+        raise ModelError("integer model version 1 (ternary matrices as trit streams) is no longer "
+                         "read: pack the checkpoint again with this version (butterflyvit pack)")
     if v != INT_VERSION or not isinstance(v, int) or isinstance(v, bool):
         raise ModelError("integer model version %s is not supported (this code runs version %d)"
                          % (_what(v), INT_VERSION))
@@ -455,9 +458,12 @@ def board_slots():
 
 # ------------------------------------------------------------------ RAM on the board
 
-def ram_needed(c, weight_buffer=4096):
+def ram_needed(c, weight_buffer=4096, layers=False):
     """Bytes of the buffers bvit.model.Classifier allocates for configuration c (config():
-    with grid, tokens and patch_dim); the host's board tables (butterflyvit.boards) too."""
+    with grid, tokens and patch_dim); the host's board tables (butterflyvit.boards) too.
+    layers: the native module's whole-layer path (weights in place), else the row path."""
+    if layers:
+        return ram_layers(c)
     d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
     n, g, C, S, pd = c["tokens"], c["grid"], c["in_channels"], c["image_size"], c["patch_dim"]
     dp, fp = pad(d), pad(f)
@@ -475,14 +481,51 @@ def ram_needed(c, weight_buffer=4096):
     return b
 
 
+# The native whole-layer path (bvitnative.ffn and friends, weights read in place): its one
+# int32 scratch buffer, sized as the module's ffn_work_size() with one rotation-table slot
+# per chosen expert. LUT_ENTRIES: the module's lookup tables (256 x 13 int32).
+LUT_ENTRIES = 3328
+
+
+def layer_work(c):
+    """int32 elements of the scratch buffer of the native layer functions."""
+    d, f, E, k, nl = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"], c["butterfly_stages"]
+    n, g = c["tokens"], c["grid"]
+    dp, fp = pad(d), pad(f)
+    ffn = LUT_ENTRIES + dp + fp + d + (k * f + f + d + n + 1) // 2 + k * (nl * (dp + fp) + 2)
+    rows = max(3 * d, c["num_classes"])
+    return max(ffn, (3 if c["smooth_routing"] else 1) * g * E + E, rows + (rows + 1) // 2,
+               n + (n + 1) // 2, d)
+
+
+def ram_layers(c):
+    """Bytes of the buffers of the whole-layer path (bvit.model, ram_needed(layers=True))."""
+    d, f, E, k = c["dim"], c["ffn_dim"], c["num_experts"], c["top_k"]
+    n, C, S, pd = c["tokens"], c["in_channels"], c["image_size"], c["patch_dim"]
+    rows = max(3 * d, f, E, c["num_classes"])
+    b = C * S * S + n * pd + 256 * C              # pixels, patch tokens, input tables
+    b += 2 * n * d + n * d + 3 * n * d            # residual (int16), LN / attention out, qkv
+    b += 6 * n * k + 4 * layer_work(c)            # routes, scratch
+    b += 7 * rows + 7 * d + 6 * d + 2 * d         # (mult, shift, bias) x 2, LayerNorm g, b, pool
+    b += 3 * n * d                                # the zero initialiser, while allocating
+    #                                               (the scratch is a bytearray: zeroed as made)
+    return b
+
+
 def weight_bytes(c, weight_buffer):
-    """Bytes of the one weight buffer: int8 matrices and trit streams read from a file.
+    """Bytes of the one weight buffer: int8 matrices and ternary rows read from a file.
     At most weight_buffer, at least one row of any matrix; no more than the largest need
     (the int8 matrices, or w_in and w_out together so that both stay for a whole layer)."""
     d, f = c["dim"], c["ffn_dim"]
     most = max(3 * d * d, c["num_experts"] * d, d * c["patch_dim"], c["num_classes"] * d,
-               2 * ((f * d + 4) // 5))
-    return max(min(weight_buffer, most), d, c["patch_dim"], (max(d, f) + 13) // 5)
+               ternary_bytes(c))
+    return max(min(weight_buffer, most), d, c["patch_dim"], (max(d, f) + 4) // 5)
+
+
+def ternary_bytes(c):
+    """Bytes of one layer's w_in and w_out (spec §4 rows of ceil(n/5) bytes)."""
+    d, f = c["dim"], c["ffn_dim"]
+    return f * ((d + 4) // 5) + d * ((f + 4) // 5)
 
 
 def requirements(source, weight_buffer=4096):

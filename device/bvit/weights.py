@@ -32,17 +32,25 @@ class Weights:
         self._tv = None                         # (w_in's half, w_out's half) when both fit
         self.phi = self.theta = None            # one expert's phases, read from a file
 
-    def take(self, buf, tin, nphi, ntheta):
+    def take(self, buf, tin, tout, nphi, ntheta):
         """The weight buffer (int8; trits as bytes), allocated among the classifier's buffers
-        while the heap is in one piece. tin: bytes of one ternary matrix (w_in and w_out stay
-        for a whole layer when two fit); nphi, ntheta: bytes of one expert's phases."""
+        while the heap is in one piece. tin, tout: bytes of w_in and w_out (they stay for a
+        whole layer when both fit); nphi, ntheta: bytes of one expert's phases."""
         self._w = buf
         if self._mem is None:
-            if len(buf) >= 2 * tin:
-                self._tv = (memoryview(buf)[0:tin], memoryview(buf)[tin:2 * tin])
+            if len(buf) >= tin + tout:
+                self._tv = (memoryview(buf)[0:tin], memoryview(buf)[tin:tin + tout])
             raw = bytearray(max(nphi, ntheta))
             self.phi = memoryview(raw)[0:nphi]
             self.theta = memoryview(raw)[0:ntheta]
+
+    def memory(self):
+        """The model's bytes when they are read in place (else None)."""
+        return self._mem
+
+    def offset(self, slot):
+        """Byte offset of section `slot` in the model."""
+        return self._off[slot]
 
     def close(self):
         if self._file is not None:
@@ -97,14 +105,13 @@ class Weights:
         return self._w, nr
 
     def trit_rows(self, slot, rows, n, r0, second):
-        """Rows r0.. of a (rows x n) ternary matrix stored as a trit stream: (bytes-like,
-        first trit in it, row count). When w_in and w_out fit the buffer together they stay
-        there for the whole layer (second: w_out's place); otherwise row blocks are read."""
-        T = r0 * n
-        b0 = T // 5
+        """Rows r0.. of a (rows x n) ternary matrix in spec §4 rows of ceil(n/5) bytes:
+        (bytes-like, byte offset of row r0 in it, row count). When w_in and w_out fit the
+        buffer together they stay there for the whole layer (second: w_out's place);
+        otherwise row blocks are read."""
+        rb = (n + 4) // 5
         if self._mem is not None:
-            off = self._off[slot] + b0
-            return self._mem[off:off + (T + (rows - r0) * n + 4) // 5 - b0], T - 5 * b0, rows - r0
+            return self._mem, self._off[slot] + r0 * rb, rows - r0
         keys = self._keys
         if self._tv is not None:
             key = -2 - slot * 65536             # the whole matrix (from row 0), in its half
@@ -113,19 +120,18 @@ class Weights:
                 if keys[1 - second] >= 0:       # an int8 block over both halves
                     keys[1 - second] = -1
                 keys[second] = -1
-                self.read(slot, 0, view, len(view))
+                self.read(slot, 0, view, rows * rb)
                 keys[second] = key
-            return view, 0, rows
+            return view, r0 * rb, rows - r0
         w = self._w
-        per = (5 * len(w) - 8) // n
+        per = len(w) // rb
         nr = rows - r0 if rows - r0 < per else per
         key = -2 - (slot * 65536 + r0)
         if keys[0] != key:
             keys[0] = keys[1] = -1
-            nb = (T + nr * n + 4) // 5 - b0
-            self.read(slot, b0, first(w, nb), nb)
+            self.read(slot, r0 * rb, first(w, nr * rb), nr * rb)
             keys[0] = key
-        return w, T - 5 * b0, nr
+        return w, 0, nr
 
     def phases(self, slot, e, count, view):
         """(bytes-like, byte offset) of expert e's `count` phases (uint16) of a phi/theta

@@ -232,9 +232,12 @@ def model_needs(source, *, frozen: bool = False, weight_buffer: int = 4096) -> d
         cfg = ModelConfig.from_dict(m.metadata["config"])
         name, size, exact = str(source), os.path.getsize(source), True
     buffers = buffers_bytes(cfg, weight_buffer)
+    from bvit import schema
+    layers = int(schema.ram_needed(device_config(cfg), weight_buffer, layers=True))
     code = 0 if frozen else CODE_HEAP
     return {"model": name, "config": cfg.to_dict(), "file_size": size, "file_size_exact": exact,
             "buffers": buffers, "code_heap": code, "peak_ram": buffers + code, "frozen": frozen,
+            "buffers_whole_layers": layers,
             "weight_buffer": weight_buffer}
 
 

@@ -27,7 +27,6 @@ from bvit import schema
 from . import intops
 from .config import ModelConfig
 from .modelfile import Model, ModelFormatError, decode_model, encode_model, read_model
-from .quantize import stream_to_rows
 
 FRAME_EXT = {".gray": "GRAYSCALE", ".grey": "GRAYSCALE", ".rgb565": "RGB565"}
 
@@ -68,13 +67,7 @@ class IntModel:
         self.file = model
         self.meta = meta
         self.quant = meta["quant"]
-        # The substrates' trit streams, re-cut into the padded rows intops.ternary_matvec
-        # takes (same trits).
         c = self.cfg
-        for i in range(c.depth):
-            b = f"blocks.{i}.ffn."
-            self.w[b + "w_in"] = stream_to_rows(self.w[b + "w_in"], c.ffn_dim, c.dim)
-            self.w[b + "w_out"] = stream_to_rows(self.w[b + "w_out"], c.dim, c.ffn_dim)
         # Butterfly phases (stored as int16 bit patterns of uint16) -> Q14 cos/sin, per layer.
         self.rot = {}
         for i in range(c.depth):

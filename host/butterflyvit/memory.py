@@ -112,13 +112,13 @@ def full_accounting(cfg: ModelConfig, kind: str | None = None, float_bytes=4, an
     if kind == "butterfly":
         dp, fp = padded_size(d), padded_size(f)
         parts += [
-            Part("experts", "substrate W_in trits", L * f * d, L * trit_bytes(f * d), "trit"),
+            Part("experts", "substrate W_in trits", L * f * d, L * f * trit_bytes(d), "trit"),
             Part("experts", "W_in row scales", L * f, L * f * scale_bytes, _fmt(scale_bytes)),
             Part("experts", "angles phi (input side)", L * e * n_l * dp // 2,
                  L * e * n_l * dp // 2 * angle_bytes, _fmt(angle_bytes)),
             Part("experts", "angles theta (output side)", L * e * n_l * fp // 2,
                  L * e * n_l * fp // 2 * angle_bytes, _fmt(angle_bytes)),
-            Part("experts", "shared W_out trits", L * d * f, L * trit_bytes(d * f), "trit"),
+            Part("experts", "shared W_out trits", L * d * f, L * d * trit_bytes(f), "trit"),
             Part("experts", "W_out row scales", L * d, L * d * scale_bytes, _fmt(scale_bytes)),
             Part("experts", "W_out bias", L * d, L * d * float_bytes, fl),
         ]

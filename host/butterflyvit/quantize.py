@@ -44,9 +44,8 @@ import numpy as np
 from . import __version__, intops
 from .config import ModelConfig
 from .modelfile import Trits
+from bvit.schema import FORMAT as INT_FORMAT, INT_VERSION  # one place for host and board
 
-INT_FORMAT = "butterflyvit-integer"
-INT_VERSION = 1
 LN_EPS = 1e-5
 HEADROOM16 = 2.0          # int16 sites: calibrated maximum at half the range
 MAX_BIAS = 1 << 30        # |int32 bias| bound the packer guarantees (spec §7)
@@ -255,26 +254,6 @@ def site_scales(cfg: ModelConfig, ranges: dict, mean, std) -> dict:
     return s
 
 
-def trit_stream(trits) -> Trits:
-    """A ternary matrix (rows, n) stored as one trit5 row of rows*n trits: the matrix
-    flattened row-major, so no row is padded and the section costs ceil(rows*n/5) bytes,
-    1.6 bits per trit (docs/integer-model.md). Matrix row r is trits r*n .. r*n+n-1; every
-    5 rows are exactly n bytes, so row 5g starts on byte g*n. For n a multiple of 5 the
-    bytes are those of the row-major layout of spec §4."""
-    t = np.asarray(trits)
-    if t.ndim != 2:
-        raise ValueError(f"a ternary matrix must be 2-D, got shape {t.shape}")
-    return Trits(t.reshape(1, -1))
-
-
-def stream_to_rows(packed, rows: int, n: int) -> np.ndarray:
-    """The packed trit stream of a (rows, n) matrix -> the row-major packed layout of spec §4
-    (uint8 (rows, ceil(n/5))), which intops.ternary_matvec takes. Exact re-packing."""
-    t = intops.unpack_trits(np.asarray(packed, dtype=np.uint8).ravel(), 1, rows * n)
-    return np.frombuffer(intops.pack_trits(t.reshape(rows, n)), dtype=np.uint8).reshape(
-        rows, intops.packed_row_bytes(n))
-
-
 def _mult_arrays(scales):
     M, sh = intops.quantize_multipliers(scales)
     return M.astype(np.int16), sh.astype(np.int8)
@@ -363,11 +342,11 @@ def build_integer_model(cfg: ModelConfig, params: dict, ranges: dict, mean, std,
         gates = intops.gate_multipliers(logit_scale)
         arrays[b + "ffn.phi"] = intops.angles_to_phase(g("ffn.phi")).view(np.int16)
         arrays[b + "ffn.theta"] = intops.angles_to_phase(g("ffn.theta")).view(np.int16)
-        arrays[b + "ffn.w_in"] = trit_stream(g("ffn.w_in.trits"))
+        arrays[b + "ffn.w_in"] = Trits(g("ffn.w_in.trits"))
         s_u = s[b + "ln2"] * 2.0 ** -P
         arrays[b + "ffn.w_in.mult"], arrays[b + "ffn.w_in.shift"] = _mult_arrays(
             s_u * g("ffn.w_in.gamma") / s[b + "hidden"])
-        arrays[b + "ffn.w_out"] = trit_stream(g("ffn.w_out.trits"))
+        arrays[b + "ffn.w_out"] = Trits(g("ffn.w_out.trits"))
         go = g("ffn.w_out.gamma")
         arrays[b + "ffn.w_out.bias"] = _bias32(g("ffn.w_out.bias"), s[b + "hidden"] * go, b + "ffn.w_out")
         arrays[b + "ffn.w_out.mult"], arrays[b + "ffn.w_out.shift"] = _mult_arrays(

@@ -173,31 +173,44 @@ void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages, const uin
  * may break the bound: the result is then unspecified, never out of bounds.)
  */
 
+/* (cos, sin) Q14 of one uint16 phase into rot[0], rot[1] */
+static void rot_one(uint32_t p, int32_t *rot)
+{
+    uint32_t r = p & 0x3FFFu;
+    int32_t a = quarter_sin(r), b = quarter_sin(16384u - r);
+    switch (p >> 14) {
+        case 0:
+            rot[0] = b;
+            rot[1] = a;
+            break;
+        case 1:
+            rot[0] = -a;
+            rot[1] = b;
+            break;
+        case 2:
+            rot[0] = -b;
+            rot[1] = -a;
+            break;
+        default:
+            rot[0] = a;
+            rot[1] = -b;
+            break;
+    }
+}
+
 void bvit_rot_expand(const uint16_t *phase, size_t count, int32_t *rot)
 {
     const uint16_t *end = phase + count;
     for (; phase != end; phase++, rot += 2) {
-        uint32_t p = *phase;
-        uint32_t r = p & 0x3FFFu;
-        int32_t a = quarter_sin(r), b = quarter_sin(16384u - r);
-        switch (p >> 14) {
-            case 0:
-                rot[0] = b;
-                rot[1] = a;
-                break;
-            case 1:
-                rot[0] = -a;
-                rot[1] = b;
-                break;
-            case 2:
-                rot[0] = -b;
-                rot[1] = -a;
-                break;
-            default:
-                rot[0] = a;
-                rot[1] = -b;
-                break;
-        }
+        rot_one(*phase, rot);
+    }
+}
+
+void bvit_rot_expand_raw(const uint8_t *raw, size_t count, int32_t *rot)
+{
+    const uint8_t *end = raw + 2u * count;
+    for (; raw != end; raw += 2, rot += 2) {
+        rot_one((uint32_t)raw[0] | ((uint32_t)raw[1] << 8), rot);
     }
 }
 

@@ -69,6 +69,17 @@ static const char *check_buf(const bvit_buf_t *b, const char *types, const char 
     return NULL;
 }
 
+/* int32 elements of a scratch buffer: an array('i'), or a bytearray (4-byte aligned, as a
+ * heap block is), which a board can allocate zeroed without a temporary; -1 if neither */
+static long work_ints(const bvit_buf_t *w)
+{
+    if (w == NULL || (w->type != 'i' && w->type != 'B') || w->len % 4u ||
+        ((uintptr_t)w->buf & 3u) || (w->len && w->buf == NULL)) {
+        return -1;
+    }
+    return (long)(w->len / 4u);
+}
+
 static int is_none(const bvit_buf_t *b)
 {
     return b == NULL || b->type == 0;
@@ -668,9 +679,8 @@ const char *bvit_api_attention(const bvit_buf_t *qkv, long n_tokens, long heads,
     if (sv.per_row != ov.per_row) {
         return "Tscore and output multipliers must both be ints or both arrays";
     }
-    TRY(check_buf(work, "i", "Twork must be an array('i') of scratch"));
-    if (count(work) < N + (N + 1u) / 2u) {
-        return "Vwork must have at least n_tokens + (n_tokens + 1) // 2 elements";
+    if (work_ints(work) < (long)(N + (N + 1u) / 2u)) {
+        return "Vwork must be an array('i') or bytearray of n_tokens + (n_tokens + 1) // 2 int32";
     }
     scores = (int32_t *)work->buf;
     bvit_attention((const int8_t *)qkv->buf, N, dim, (size_t)heads, sv.M, sv.shift, ov.M,
@@ -812,70 +822,6 @@ const char *bvit_api_matvec8(const bvit_buf_t *x, long x0, long n, const bvit_bu
     return NULL;
 }
 
-/* the stream's bytes [t0/5, ceil((t0 + rows n)/5)) exist and are valid trit5 bytes */
-static const char *check_stream(const bvit_buf_t *packed, long t0, long rows, long n,
-                                long *where)
-{
-    unsigned long long end, i;
-    const uint8_t *p;
-    TRY(check_buf(packed, "Bb", "Tpacked trits must be bytes, bytearray, memoryview or array('b')"));
-    if (t0 < 0 || n < 0 || n > BVIT_API_MAX_N || rows < 0 || rows > BVIT_API_MAX_ROWS) {
-        return "Vt0 must be >= 0, n in 0..65535, rows in 0..1048576";
-    }
-    end = ((unsigned long long)t0 + (unsigned long long)rows * (unsigned long long)n + 4u) / 5u;
-    if (end > packed->len) {
-        return "Vpacked trits: expected more bytes (t0 + rows * n trits)";
-    }
-    p = (const uint8_t *)packed->buf;
-    for (i = (unsigned long long)t0 / 5u; i < end && rows > 0 && n > 0; i++) {
-        if (p[i] > 242u) {
-            if (where) {
-                *where = (long)i;
-            }
-            return MSG_BAD_BYTE;
-        }
-    }
-    return NULL;
-}
-
-const char *bvit_api_ternary_stream(const bvit_buf_t *packed, long t0, long rows, long n,
-                                    const bvit_buf_t *x, const bvit_buf_t *out, long *where)
-{
-    TRY(check_stream(packed, t0, rows, n, where));
-    TRY(check_buf(x, "bh", "Tx must be an array('b') or array('h')"));
-    TRY(check_buf(out, "i", "Tout must be an array('i')"));
-    if (count(x) < (size_t)n) {
-        return "Vx must have at least n elements";
-    }
-    if (count(out) < (size_t)rows) {
-        return "Vout must have at least rows elements";
-    }
-    if (x->type == 'b') {
-        bvit_ternary_stream_i8((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows, (size_t)n,
-                               (const int8_t *)x->buf, (int32_t *)out->buf);
-    } else {
-        bvit_ternary_stream_i16((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows,
-                                (size_t)n, (const int16_t *)x->buf, (int32_t *)out->buf);
-    }
-    return NULL;
-}
-
-const char *bvit_api_stream_to_rows(const bvit_buf_t *packed, long t0, long rows, long n,
-                                    const bvit_buf_t *out, long *where)
-{
-    TRY(check_stream(packed, t0, rows, n, where));
-    TRY(check_buf(out, "B", "Tout must be a bytearray (or a writable memoryview of one)"));
-    if (n < 1 || rows < 1) {
-        return "Vrows and n must be at least 1";
-    }
-    if (out->len != packed_bytes(rows, n)) {
-        return "Vout must have rows * ceil(n / 5) bytes";
-    }
-    bvit_stream_to_rows((const uint8_t *)packed->buf, (size_t)t0, (size_t)rows, (size_t)n,
-                        (uint8_t *)out->buf);
-    return NULL;
-}
-
 const char *bvit_api_butterfly_ph(const bvit_buf_t *v, const bvit_buf_t *raw, long b0,
                                   long n_stages, long n_pad)
 {
@@ -940,5 +886,419 @@ const char *bvit_api_attn_pv(const bvit_buf_t *p, long n, const bvit_buf_t *qkv,
     }
     bvit_attn_pv(pp, (size_t)n, (const int8_t *)qkv->buf + v0, (size_t)stride, (size_t)hd,
                  (int32_t *)out->buf);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- whole layers (layers.c) */
+
+/* per-row multipliers: M 'h' and shift 'b'/'B' with at least rows values, all in range */
+static const char *check_row_mult(const bvit_buf_t *M, const bvit_buf_t *shift, size_t rows)
+{
+    size_t i;
+    const int16_t *m;
+    const uint8_t *s;
+    TRY(check_buf(M, "h", "TM must be an array('h')"));
+    TRY(check_buf(shift, "Bb", "Tshift must be an array('b') or bytes"));
+    if (count(M) < rows || count(shift) < rows) {
+        return "VM and shift must have a value per row";
+    }
+    m = (const int16_t *)M->buf;
+    s = (const uint8_t *)shift->buf;
+    for (i = 0; i < rows; i++) {
+        if (m[i] < 0) {
+            return "Vmultiplier M must be in 0..32767";
+        }
+        if (s[i] < 1 || s[i] > 62) {
+            return "Vshift must be in 1..62";
+        }
+    }
+    return NULL;
+}
+
+/* the right number of integer parameters */
+static const char *check_params(const long *p, size_t np, size_t want)
+{
+    if (p == NULL || np != want) {
+        return "Vwrong number of parameters";
+    }
+    return NULL;
+}
+
+static const char *check_residual(long Ma, long Mb, long shift)
+{
+    if (Ma < 0 || Ma > 32767 || Mb < 0 || Mb > 32767) {
+        return "Vresidual multipliers must be in 0..32767";
+    }
+    if (shift < 1 || shift > 62) {
+        return "Vresidual shift must be in 1..62";
+    }
+    return NULL;
+}
+
+/* a weight block of len bytes at byte off of a bytes-like buffer (any alignment) */
+static const char *check_weights(const bvit_buf_t *w, long off, unsigned long long len,
+                                 const char *msg)
+{
+    if (w == NULL || w->type != 'i') {
+        TRY(check_buf(w, "Bb", "Tweights must be bytes, bytearray, memoryview or array('b')"));
+    }
+    if (off < 0 || (unsigned long long)off + len > w->len) {
+        return msg;
+    }
+    return NULL;
+}
+
+const char *bvit_api_ln_tokens(const bvit_buf_t *x, long n, const bvit_buf_t *G,
+                               const bvit_buf_t *B, long shift, int64_t E,
+                               const bvit_buf_t *out, const bvit_buf_t *work)
+{
+    size_t d, i;
+    const int16_t *g;
+    const int32_t *b;
+    TRY(check_buf(x, "h", "Tx must be an array('h')"));
+    TRY(check_buf(G, "h", "TG must be an array('h')"));
+    TRY(check_buf(B, "i", "TB must be an array('i')"));
+    TRY(check_buf(out, "b", "Tout must be an array('b')"));
+    d = count(G);
+    if (d < 1 || d > 1024 || count(B) != d) {
+        return "VG and B must have the same length, 1..1024";
+    }
+    if (n < 1 || n > 16384 || count(x) < (size_t)n * d || count(out) < (size_t)n * d) {
+        return "Vx and out must hold n tokens of len(G) values, n in 1..16384";
+    }
+    if (work_ints(work) < (long)d) {
+        return "Vwork must be an array('i') or bytearray of at least len(G) int32";
+    }
+    if (shift < 1 || shift > 30) {
+        return "Vshift must be in 1..30";
+    }
+    if (E < 0 || E >= ((int64_t)1 << 40)) {
+        return "VE must be in 0..2^40-1";
+    }
+    g = (const int16_t *)G->buf;
+    b = (const int32_t *)B->buf;
+    for (i = 0; i < d; i++) {
+        if (g[i] == -32768) {
+            return "VG values must satisfy |G| < 2^15";
+        }
+        if (b[i] <= -(1L << 30) || b[i] >= (1L << 30)) {
+            return "VB values must satisfy |B| < 2^30";
+        }
+    }
+    bvit_layernorm_tokens((const int16_t *)x->buf, (size_t)n, d, g, b, (int32_t)shift, E,
+                          (int32_t *)work->buf, (int8_t *)out->buf);
+    return NULL;
+}
+
+const char *bvit_api_linear_tokens(const bvit_buf_t *x, const bvit_buf_t *w,
+                                   const bvit_buf_t *bias, const bvit_buf_t *M,
+                                   const bvit_buf_t *shift, const bvit_buf_t *out,
+                                   const bvit_buf_t *work, const long *p, size_t np)
+{
+    bvit_linear_tokens_t L;
+    long n, d_in, rows, w0, b0, bstride, o0, ostride, mode;
+    unsigned long long last;
+    const char *out_types;
+    TRY(check_params(p, np, 12));
+    n = p[0], d_in = p[1], rows = p[2], w0 = p[3], b0 = p[4], bstride = p[5], o0 = p[6],
+    ostride = p[7], mode = p[8];
+    if (n < 1 || n > 16384 || d_in < 1 || d_in > 65535 || rows < 1 || rows > 65535) {
+        return "Vn must be in 1..16384, d_in and rows in 1..65535";
+    }
+    if (mode != BVIT_OUT_I8 && mode != BVIT_OUT_I16 && mode != BVIT_OUT_RESIDUAL16 &&
+        mode != BVIT_OUT_I32) {
+        return "Vmode must be 8, 16, 17 (residual) or 32";
+    }
+    TRY(check_buf(x, "b", "Tx must be an array('b')"));
+    if (count(x) < (size_t)n * (size_t)d_in) {
+        return "Vx must hold n tokens of d_in values";
+    }
+    TRY(check_weights(w, w0, (unsigned long long)rows * (unsigned long long)d_in,
+                      "Vweights: rows x d_in bytes from w0 are out of range"));
+    L.bias = NULL;
+    if (!is_none(bias)) {
+        if (bstride < 0 || bstride > 1048576) {
+            return "Vbias_stride must be in 0..1048576";
+        }
+        TRY(check_buf(bias, "Bbi", "Tbias must be None, an array('i') or bytes"));
+        TRY(check_weights(bias, b0,
+                          4ull * ((unsigned long long)bstride * (unsigned long long)(n - 1) +
+                                  (unsigned long long)rows),
+                          "Vbias: the tokens' int32 rows from b0 are out of range"));
+        L.bias = (const uint8_t *)bias->buf + b0;
+    }
+    L.M = NULL;
+    L.shift = NULL;
+    if (mode != BVIT_OUT_I32) {
+        TRY(check_row_mult(M, shift, (size_t)rows));
+        L.M = (const int16_t *)M->buf;
+        L.shift = (const uint8_t *)shift->buf;
+    }
+    out_types = mode == BVIT_OUT_I8 ? "b" : mode == BVIT_OUT_I32 ? "i" : "h";
+    TRY(check_buf(out, out_types, mode == BVIT_OUT_I8 ? "Tout must be an array('b') (mode 8)"
+                                  : mode == BVIT_OUT_I32 ? "Tout must be an array('i') (mode 32)"
+                                                         : "Tout must be an array('h') (mode 16, 17)"));
+    if (o0 < 0 || ostride < 0) {
+        return "Vo0 and out_stride must be >= 0";
+    }
+    last = (unsigned long long)o0 + (unsigned long long)ostride * (unsigned long long)(n - 1) +
+           (unsigned long long)rows;
+    if (last > count(out)) {
+        return "Vout is too short for n tokens at o0 + t * out_stride";
+    }
+    if (mode == BVIT_OUT_RESIDUAL16) {
+        TRY(check_residual(p[9], p[10], p[11]));
+    }
+    if (work_ints(work) < rows + (rows + 1) / 2) {
+        return "Vwork must be an array('i') or bytearray of at least rows + (rows + 1) // 2 int32";
+    }
+    L.n = (size_t)n;
+    L.d_in = (size_t)d_in;
+    L.rows = (size_t)rows;
+    L.o0 = (size_t)o0;
+    L.out_stride = (size_t)ostride;
+    L.bias_stride = (size_t)bstride;
+    L.w = (const int8_t *)w->buf + w0;
+    L.mode = (int)mode;
+    L.Ma = (int32_t)p[9];
+    L.Mb = (int32_t)p[10];
+    L.res_shift = (int32_t)p[11];
+    bvit_linear_tokens(&L, (const int8_t *)x->buf, out->buf,
+                       (int16_t *)((int32_t *)work->buf + rows), (int32_t *)work->buf);
+    return NULL;
+}
+
+static const char *check_gate(long M, long s)
+{
+    if (M < 0 || M > 32767 || s < 1 || s > 62) {
+        return "Vgate multipliers must be M in 0..32767, shift in 1..62";
+    }
+    return NULL;
+}
+
+const char *bvit_api_route(const bvit_buf_t *a, const bvit_buf_t *w, const bvit_buf_t *idx,
+                           const bvit_buf_t *gates, const bvit_buf_t *work, const long *p,
+                           size_t np)
+{
+    bvit_route_t R;
+    long grid, d, E, k, smooth, w0;
+    size_t n, ring, i;
+    TRY(check_params(p, np, 14));
+    grid = p[0], d = p[1], E = p[2], k = p[3], smooth = p[4], w0 = p[5];
+    if (grid < 1 || grid > 128 || d < 1 || d > 65535 || E < 1 || E > 65535) {
+        return "Vgrid must be in 1..128, d and E in 1..65535";
+    }
+    if (k < 1 || k > E || k > BVIT_ROUTE_MAX_K) {
+        return "Vk must be in 1..min(E, 16)";
+    }
+    n = (size_t)grid * (size_t)grid;
+    TRY(check_buf(a, "b", "Ta must be an array('b')"));
+    if (count(a) < n * (size_t)d) {
+        return "Va must hold grid * grid tokens of d values";
+    }
+    TRY(check_weights(w, w0, (unsigned long long)E * (unsigned long long)d,
+                      "Vweights: E x d bytes from w0 are out of range"));
+    TRY(check_buf(idx, "H", "Tidx must be an array('H')"));
+    TRY(check_buf(gates, "i", "Tgates must be an array('i')"));
+    if (count(idx) < n * (size_t)k || count(gates) < n * (size_t)k) {
+        return "Vidx and gates must hold k values per token";
+    }
+    for (i = 0; i < 4; i++) {
+        TRY(check_gate(p[6 + 2 * i], p[7 + 2 * i]));
+        R.gate_M[i] = (int32_t)p[6 + 2 * i];
+        R.gate_shift[i] = (int32_t)p[7 + 2 * i];
+    }
+    ring = (smooth ? 3u : 1u) * (size_t)grid * (size_t)E;
+    if (work_ints(work) < (long)(ring + (size_t)E)) {
+        return "Vwork must be an array('i') or bytearray of (3 if smooth else 1) * grid * E + E int32";
+    }
+    /* |logit| <= d * 128 * 128 and five of them summed stay inside the softmax's 2^30 */
+    if ((unsigned long long)d * 16384ull * 5ull >= (1ull << 30)) {
+        return "Vd is too large for int32 router logits";
+    }
+    R.grid = (size_t)grid;
+    R.d = (size_t)d;
+    R.E = (size_t)E;
+    R.k = (size_t)k;
+    R.smooth = smooth != 0;
+    R.w = (const int8_t *)w->buf + w0;
+    bvit_route_tokens(&R, (const int8_t *)a->buf, (int32_t *)work->buf,
+                      (int32_t *)work->buf + ring, (uint16_t *)idx->buf, (int32_t *)gates->buf);
+    return NULL;
+}
+
+/* bytes of bvit_ffn_tokens' fixed scratch, in int32 units; rot tables per slot after it */
+static size_t ffn_fixed(size_t n, size_t d, size_t f, size_t pin, size_t pout, size_t k)
+{
+    size_t halves = k * f + f + d + n; /* h, m, y (int16), the token order (uint16) */
+    return BVIT_LUT_ENTRIES + pin + pout + d + (halves + 1u) / 2u;
+}
+
+const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_buf_t *idx,
+                         const bvit_buf_t *gates, const bvit_buf_t *phases,
+                         const bvit_buf_t *trits, const bvit_buf_t *inM,
+                         const bvit_buf_t *inS, const bvit_buf_t *outM, const bvit_buf_t *outS,
+                         const bvit_buf_t *outB, const bvit_buf_t *work, const long *p,
+                         size_t np)
+{
+    bvit_ffn_t F;
+    bvit_ffn_scratch_t S;
+    long n, d, f, k, nl, P, E, phi0, theta0, win0, wout0;
+    size_t pin, pout, per, fixed, slots, i, total, halves;
+    const uint16_t *ix;
+    const int32_t *gt;
+    int32_t *w32;
+    TRY(check_params(p, np, 14));
+    n = p[0], d = p[1], f = p[2], k = p[3], nl = p[4], P = p[5], E = p[6];
+    phi0 = p[7], theta0 = p[8], win0 = p[9], wout0 = p[10];
+    if (n < 1 || n > 16384 || d < 2 || d > 4096 || f < 2 || f > 4096 || E < 1 || E > 65535) {
+        return "Vn must be in 1..16384, d and f in 2..4096, E in 1..65535";
+    }
+    if (k < 1 || k > E || k > BVIT_ROUTE_MAX_K) {
+        return "Vk must be in 1..min(E, 16)";
+    }
+    if (P < 0 || P > 7) {
+        return "VP must be in 0..7";
+    }
+    pin = next_pow2((size_t)d);
+    pout = next_pow2((size_t)f);
+    if (nl < 1 || nl > (long)log2_pow2((long)(pin < pout ? pin : pout))) {
+        return "Vn_stages must be in 1..log2(padded size)";
+    }
+    TRY(check_residual(p[11], p[12], p[13]));
+    TRY(check_buf(a, "b", "Ta must be an array('b')"));
+    TRY(check_buf(x, "h", "Tx must be an array('h')"));
+    if (count(a) < (size_t)n * (size_t)d || count(x) < (size_t)n * (size_t)d) {
+        return "Va and x must hold n tokens of d values";
+    }
+    TRY(check_buf(idx, "H", "Tidx must be an array('H')"));
+    TRY(check_buf(gates, "i", "Tgates must be an array('i')"));
+    if (count(idx) < (size_t)n * (size_t)k || count(gates) < (size_t)n * (size_t)k) {
+        return "Vidx and gates must hold k values per token";
+    }
+    ix = (const uint16_t *)idx->buf;
+    gt = (const int32_t *)gates->buf;
+    for (i = 0; i < (size_t)n * (size_t)k; i++) {
+        if (ix[i] >= E) {
+            return "Vidx holds an expert >= E";
+        }
+        if (gt[i] < 0 || gt[i] > 32768) {
+            return "Vgates must be in 0..32768";
+        }
+    }
+    TRY(check_weights(phases, phi0,
+                      (unsigned long long)E * (unsigned long long)nl * (unsigned long long)pin,
+                      "Vphases: phi of every expert from phi0 are out of range"));
+    TRY(check_weights(phases, theta0,
+                      (unsigned long long)E * (unsigned long long)nl * (unsigned long long)pout,
+                      "Vphases: theta of every expert from theta0 are out of range"));
+    TRY(check_weights(trits, win0,
+                      (unsigned long long)f * bvit_packed_row_bytes((size_t)d),
+                      "Vtrits: w_in (f rows of ceil(d/5) bytes) from win0 is out of range"));
+    TRY(check_weights(trits, wout0,
+                      (unsigned long long)d * bvit_packed_row_bytes((size_t)f),
+                      "Vtrits: w_out (d rows of ceil(f/5) bytes) from wout0 is out of range"));
+    TRY(check_row_mult(inM, inS, (size_t)f));
+    TRY(check_row_mult(outM, outS, (size_t)d));
+    TRY(check_buf(outB, "i", "TB must be an array('i')"));
+    if (count(outB) < (size_t)d) {
+        return "VB must have d values";
+    }
+    per = (size_t)nl * (pin + pout);
+    fixed = ffn_fixed((size_t)n, (size_t)d, (size_t)f, pin, pout, (size_t)k);
+    if (work_ints(work) < 0) {
+        return "Twork must be an array('i') or bytearray of scratch";
+    }
+    total = (size_t)work_ints(work);
+    if (total < fixed + per + 2u) {
+        return "Vwork is too small (ffn_work_size gives the least)";
+    }
+    slots = (total - fixed) / (per + 2u);
+    if (slots > (size_t)k) {
+        slots = (size_t)k;
+    }
+    w32 = (int32_t *)work->buf;
+    S.tables = w32;
+    S.work_in = S.tables + BVIT_LUT_ENTRIES;
+    S.work_out = S.work_in + pin;
+    S.acc = S.work_out + pout;
+    halves = (size_t)k * (size_t)f + (size_t)f + (size_t)d + (size_t)n;
+    S.h = (int16_t *)(S.acc + d);
+    S.m = S.h + (size_t)k * (size_t)f;
+    S.y = S.m + f;
+    S.order = (uint16_t *)(S.y + d);
+    S.slot_expert = S.acc + d + (halves + 1u) / 2u;
+    S.slot_used = (uint32_t *)(S.slot_expert + slots);
+    S.rot = (int32_t *)(S.slot_used + slots);
+    S.slots = slots;
+    F.n = (size_t)n;
+    F.d = (size_t)d;
+    F.f = (size_t)f;
+    F.n_pad_in = pin;
+    F.n_pad_out = pout;
+    F.k = (size_t)k;
+    F.n_stages = (unsigned)nl;
+    F.P = (unsigned)P;
+    F.phi = (const uint8_t *)phases->buf + phi0;
+    F.theta = (const uint8_t *)phases->buf + theta0;
+    F.w_in = (const uint8_t *)trits->buf + win0;
+    F.w_out = (const uint8_t *)trits->buf + wout0;
+    F.in_M = (const int16_t *)inM->buf;
+    F.in_shift = (const uint8_t *)inS->buf;
+    F.out_M = (const int16_t *)outM->buf;
+    F.out_shift = (const uint8_t *)outS->buf;
+    F.out_B = (const int32_t *)outB->buf;
+    F.Ma = (int32_t)p[11];
+    F.Mb = (int32_t)p[12];
+    F.res_shift = (int32_t)p[13];
+    bvit_ffn_tokens(&F, (const int8_t *)a->buf, ix, gt, (int16_t *)x->buf, &S);
+    return NULL;
+}
+
+long bvit_api_ffn_work_size(long n, long d, long f, long k, long n_stages, long slots)
+{
+    size_t pin, pout;
+    if (n < 1 || n > 16384 || d < 2 || d > 4096 || f < 2 || f > 4096 || k < 1 ||
+        k > BVIT_ROUTE_MAX_K || n_stages < 1 || n_stages > 12 || slots < 1 || slots > k) {
+        return -1;
+    }
+    pin = next_pow2((size_t)d);
+    pout = next_pow2((size_t)f);
+    return (long)(ffn_fixed((size_t)n, (size_t)d, (size_t)f, pin, pout, (size_t)k) +
+                  (size_t)slots * ((size_t)n_stages * (pin + pout) + 2u));
+}
+
+const char *bvit_api_ternary_rows(const bvit_buf_t *packed, long p0, long rows, long n,
+                                  const bvit_buf_t *x, const bvit_buf_t *out, long *where)
+{
+    const uint8_t *base;
+    long bad;
+    TRY(check_rows_n(rows, n));
+    TRY(check_buf(packed, "Bb", "Tpacked trits must be bytes, bytearray, memoryview or array('b')"));
+    if (p0 < 0 || (unsigned long long)p0 + (unsigned long long)packed_bytes(rows, n) > packed->len) {
+        return "Vpacked trits: expected more bytes";
+    }
+    TRY(check_buf(x, "bh", "Tx must be an array('b') or array('h')"));
+    TRY(check_buf(out, "i", "Tout must be an array('i')"));
+    if (count(x) < (size_t)n) {
+        return "Vx must have at least n elements";
+    }
+    if (count(out) < (size_t)rows) {
+        return "Vout must have at least rows elements";
+    }
+    base = (const uint8_t *)packed->buf + p0;
+    for (bad = 0; bad < (long)packed_bytes(rows, n); bad++) { /* as the Python backends: */
+        if (base[bad] > 242) {                                /* bytes, not padding */
+            *where = p0 + bad;
+            return MSG_BAD_BYTE;
+        }
+    }
+    if (x->type == 'b') {
+        bvit_ternary_matvec_i8(base, (size_t)rows, (size_t)n, (const int8_t *)x->buf,
+                               (int32_t *)out->buf);
+    } else {
+        bvit_ternary_matvec_i16(base, (size_t)rows, (size_t)n, (const int16_t *)x->buf,
+                                (int32_t *)out->buf);
+    }
     return NULL;
 }

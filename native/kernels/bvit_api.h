@@ -95,16 +95,39 @@ const char *bvit_api_topk(const bvit_buf_t *L, long k, const bvit_buf_t *out);
 /* the board backend's functions (device/bvit/kernels.py signatures) */
 const char *bvit_api_matvec8(const bvit_buf_t *x, long x0, long n, const bvit_buf_t *w,
                              long rows, const bvit_buf_t *out);
-const char *bvit_api_ternary_stream(const bvit_buf_t *packed, long t0, long rows, long n,
-                                    const bvit_buf_t *x, const bvit_buf_t *out, long *where);
-const char *bvit_api_stream_to_rows(const bvit_buf_t *packed, long t0, long rows, long n,
-                                    const bvit_buf_t *out, long *where);
+/* acc[r] = sum_c T[r,c] x[c], T in spec §4 rows from byte p0 (plain form) */
+const char *bvit_api_ternary_rows(const bvit_buf_t *packed, long p0, long rows, long n,
+                                  const bvit_buf_t *x, const bvit_buf_t *out, long *where);
 const char *bvit_api_butterfly_ph(const bvit_buf_t *v, const bvit_buf_t *raw, long b0,
                                   long n_stages, long n_pad);
 const char *bvit_api_attn_scores(const bvit_buf_t *qkv, long q0, long k0, long stride, long n,
                                  long hd, const bvit_buf_t *out);
 const char *bvit_api_attn_pv(const bvit_buf_t *p, long n, const bvit_buf_t *qkv, long v0,
                              long stride, long hd, const bvit_buf_t *out);
+
+/* whole layers (layers.c); integer parameters as an array p of np values, in the order
+ * docs/native.md gives for the module's function of the same name */
+const char *bvit_api_ln_tokens(const bvit_buf_t *x, long n, const bvit_buf_t *G,
+                               const bvit_buf_t *B, long shift, int64_t E,
+                               const bvit_buf_t *out, const bvit_buf_t *work);
+/* p: n, d_in, rows, w0, b0, bias_stride, o0, out_stride, mode, Ma, Mb, res_shift */
+const char *bvit_api_linear_tokens(const bvit_buf_t *x, const bvit_buf_t *w,
+                                   const bvit_buf_t *bias, const bvit_buf_t *M,
+                                   const bvit_buf_t *shift, const bvit_buf_t *out,
+                                   const bvit_buf_t *work, const long *p, size_t np);
+/* p: grid, d, E, k, smooth, w0, then (M, shift) of the gates for sums of 1, 3, 4, 5 */
+const char *bvit_api_route(const bvit_buf_t *a, const bvit_buf_t *w, const bvit_buf_t *idx,
+                           const bvit_buf_t *gates, const bvit_buf_t *work, const long *p,
+                           size_t np);
+/* p: n, d, f, k, n_stages, P, E, phi0, theta0, win0, wout0, Ma, Mb, res_shift */
+const char *bvit_api_ffn(const bvit_buf_t *a, const bvit_buf_t *x, const bvit_buf_t *idx,
+                         const bvit_buf_t *gates, const bvit_buf_t *phases,
+                         const bvit_buf_t *trits, const bvit_buf_t *inM,
+                         const bvit_buf_t *inS, const bvit_buf_t *outM, const bvit_buf_t *outS,
+                         const bvit_buf_t *outB, const bvit_buf_t *work, const long *p,
+                         size_t np);
+/* int32 elements of ffn's work buffer with `slots` experts' rotation tables (-1: bad) */
+long bvit_api_ffn_work_size(long n, long d, long f, long k, long n_stages, long slots);
 
 #ifdef __cplusplus
 }

@@ -184,15 +184,8 @@ void bvit_butterfly_phase(int16_t *v, size_t n_pad, unsigned n_stages,
 /* The same with the phases read little-endian from raw bytes (as in a model file). */
 void bvit_butterfly_phase_raw(int16_t *v, size_t n_pad, unsigned n_stages, const uint8_t *raw);
 
-/* ---------------------------------------------------------------- trit streams, board backend */
+/* ---------------------------------------------------------------- attention products, board backend (attn.c) */
 
-/* acc[r] = sum_c t_{r n + c} x_c, the matrix's trits a stream from trit t0 (stream.c) */
-void bvit_ternary_stream_i8(const uint8_t *packed, size_t t0, size_t rows, size_t n,
-                            const int8_t *x, int32_t *acc);
-void bvit_ternary_stream_i16(const uint8_t *packed, size_t t0, size_t rows, size_t n,
-                             const int16_t *x, int32_t *acc);
-/* re-cut rows x n trits of a stream (from trit t0) into §4 rows: rows * ceil(n/5) bytes */
-void bvit_stream_to_rows(const uint8_t *packed, size_t t0, size_t rows, size_t n, uint8_t *out);
 /* out[j] = sum_c q[c] k[j * stride + c], j < n, c < hd (int8) */
 void bvit_attn_scores(const int8_t *q, const int8_t *k, size_t stride, size_t n, size_t hd,
                       int32_t *out);
@@ -263,6 +256,8 @@ void bvit_mix(const int16_t *h, size_t k, size_t f, const uint16_t *g, int16_t *
 
 /* Rotation tables: rot[2i] = cos, rot[2i + 1] = sin (Q14, int32) of phase[i]. */
 void bvit_rot_expand(const uint16_t *phase, size_t count, int32_t *rot);
+/* The same with the phases read little-endian from raw bytes at any address. */
+void bvit_rot_expand_raw(const uint8_t *raw, size_t count, int32_t *rot);
 
 /*
  * The Q14 butterfly on int32 storage holding int16 values (identical results to
@@ -279,7 +274,7 @@ void bvit_butterfly32(int32_t *v, size_t n_pad, unsigned n_stages, const int32_t
  * M_r, shift_r) zero-padded to n_pad_out; out = relu(B(theta) h)[0..ffn).
  * phi_rot: n_stages * n_pad_in int32, theta_rot: n_stages * n_pad_out int32 (from
  * bvit_rot_expand of the n_stages * n_pad/2 phases).  Scratch: work_in n_pad_in
- * int32, work_out n_pad_out int32, tables ceil(dim/5) * BVIT_LUT_STRIDE int32.
+ * int32, work_out n_pad_out int32, tables BVIT_LUT_ENTRIES int32.
  * 128 * 2^P <= 16384 (P <= 7).
  */
 typedef struct {
@@ -294,6 +289,91 @@ typedef struct {
 
 void bvit_expert_forward(const bvit_expert_t *e, const int8_t *x, int16_t *out,
                          int32_t *work_in, int32_t *work_out, int32_t *tables);
+
+/* ---------------------------------------------------------------- whole layers (layers.c)
+ *
+ * The steps of docs/integer-model.md for every token at once, as the board's native
+ * backend runs them.  Weight pointers (w, bias, phases, trit rows) may point into the
+ * model file's bytes at any address. */
+
+/* y[t] = LayerNorm(x[t]) (spec §8) of n tokens of d int16 values; G int16, B int32;
+ * G32: d int32 of scratch. */
+void bvit_layernorm_tokens(const int16_t *x, size_t n, size_t d, const int16_t *G,
+                           const int32_t *B, int32_t shift, int64_t E, int32_t *G32, int8_t *y);
+
+enum { BVIT_OUT_I8 = 8, BVIT_OUT_I16 = 16, BVIT_OUT_RESIDUAL16 = 17, BVIT_OUT_I32 = 32 };
+
+/* acc = W x_t (+ bias) for every token t of an int8 linear layer (spec §7), W rows x d_in
+ * int8 at any address; bias NULL or int32 little-endian bytes, token t's at bias +
+ * 4 * t * bias_stride (bias_stride 0: one bias for all).  mode: BVIT_OUT_I32 the
+ * accumulators; BVIT_OUT_I8 / _I16 requant(acc, M_r, shift_r) to int8 / int16;
+ * BVIT_OUT_RESIDUAL16 z = sat16(rshift_round(z Ma + requant16(acc) Mb, res_shift))
+ * (spec §10.2) in place.  Token t's outputs at out[o0 + t * out_stride + r].
+ * Scratch: y rows int16 (residual mode), acc rows int32. */
+typedef struct {
+    size_t n, d_in, rows, o0, out_stride, bias_stride;
+    const int8_t *w;
+    const uint8_t *bias;
+    const int16_t *M;
+    const uint8_t *shift;
+    int mode;
+    int32_t Ma, Mb, res_shift;
+} bvit_linear_tokens_t;
+
+void bvit_linear_tokens(const bvit_linear_tokens_t *p, const int8_t *x, void *out,
+                        int16_t *y, int32_t *acc);
+
+#define BVIT_ROUTE_MAX_K 16
+
+/* Routing (spec §11) of the grid x grid tokens of a (n x d int8): router logits (W, E x d
+ * int8, no bias), summed over the 4-neighbours when smooth, top-k experts into idx
+ * (n x k) and their Q15 gates into gates (n x k); gate multiplier i for sums of 1, 3, 4,
+ * 5 logits.  ring: (smooth ? 3 : 1) * grid * E int32 of scratch (logits one grid row
+ * ahead); srow: E int32.  k <= BVIT_ROUTE_MAX_K. */
+typedef struct {
+    size_t grid, d, E, k;
+    int smooth;
+    const int8_t *w;
+    int32_t gate_M[4], gate_shift[4];
+} bvit_route_t;
+
+void bvit_route_tokens(const bvit_route_t *p, const int8_t *a, int32_t *ring, int32_t *srow,
+                       uint16_t *idx, int32_t *gates);
+
+/* The butterfly expert layer (spec §15 steps 10-16) of n tokens: each token's k experts
+ * (bvit_expert_forward), their gated mixture (bvit_mix), the shared ternary W_out with
+ * bias and requantisation to int16, and the residual add into x (n x d int16).
+ * phi / theta: every expert's phases, little-endian uint16 (expert e's n_stages *
+ * n_pad / 2 at byte 2 e n_stages n_pad / 2); w_in f x ceil(d/5), w_out d x ceil(f/5)
+ * trit rows (§4).  k <= BVIT_ROUTE_MAX_K. */
+typedef struct {
+    size_t n, d, f, n_pad_in, n_pad_out, k;
+    unsigned n_stages, P;
+    const uint8_t *phi, *theta, *w_in, *w_out;
+    const int16_t *in_M, *out_M;
+    const uint8_t *in_shift, *out_shift;
+    const int32_t *out_B;
+    int32_t Ma, Mb, res_shift;
+} bvit_ffn_t;
+
+/* Scratch of bvit_ffn_tokens.  rot: `slots` experts' rotation tables, n_stages *
+ * (n_pad_in + n_pad_out) int32 each: an expert's phases are expanded when no slot holds
+ * them, the tokens are run sorted by their experts and a token's cached experts first,
+ * so that few phases are expanded twice; more slots, fewer expansions. */
+typedef struct {
+    int32_t *tables;             /* BVIT_LUT_ENTRIES */
+    int32_t *work_in, *work_out; /* n_pad_in, n_pad_out */
+    int32_t *acc;                /* d */
+    int32_t *rot;                /* slots * n_stages * (n_pad_in + n_pad_out) */
+    size_t slots;                /* >= 1 */
+    int32_t *slot_expert;        /* slots */
+    uint32_t *slot_used;         /* slots */
+    int16_t *h, *m, *y;          /* k * f, f, d */
+    uint16_t *order;             /* n: the order the tokens are run in */
+} bvit_ffn_scratch_t;
+
+void bvit_ffn_tokens(const bvit_ffn_t *p, const int8_t *a, const uint16_t *idx,
+                     const int32_t *gates, int16_t *x, bvit_ffn_scratch_t *s);
 
 #ifdef __cplusplus
 }

@@ -310,19 +310,50 @@ class Native:
                    ctypes.c_long(rows), self._p(o), outs=[o])
         return out
 
-    def ternary_stream(self, packed, t0, rows, n, x, out):
+    def ternary_rows(self, packed, p0, rows, n, x, out):
         p, xb, o = self._buf(packed), self._buf(x), self._out(out)
         where = ctypes.c_long(-1)
-        self._call("ternary_stream", self._p(p), ctypes.c_long(t0), ctypes.c_long(rows),
+        self._call("ternary_rows", self._p(p), ctypes.c_long(p0), ctypes.c_long(rows),
                    ctypes.c_long(n), self._p(xb), self._p(o), ctypes.byref(where), outs=[o])
         return out
 
-    def stream_to_rows(self, packed, t0, rows, n, out):
-        p, o = self._buf(packed), self._out(out)
-        where = ctypes.c_long(-1)
-        self._call("stream_to_rows", self._p(p), ctypes.c_long(t0), ctypes.c_long(rows),
-                   ctypes.c_long(n), self._p(o), ctypes.byref(where), outs=[o])
+    # -- whole layers -------------------------------------------------------------
+    @staticmethod
+    def _params(p):
+        return (ctypes.c_long * len(p))(*[int(v) for v in p]), ctypes.c_size_t(len(p))
+
+    def ln_tokens(self, x, n, G, B, shift, E, out, work):
+        xb, g, b, o, w = self._buf(x), self._buf(G), self._buf(B), self._out(out), self._buf(work)
+        self._call("ln_tokens", self._p(xb), ctypes.c_long(n), self._p(g), self._p(b),
+                   ctypes.c_long(shift), ctypes.c_int64(E), self._p(o), self._p(w), outs=[o])
         return out
+
+    def linear_tokens(self, x, w, bias, M, shift, out, work, params):
+        xb, wb, b, m, s = self._buf(x), self._buf(w), self._buf(bias), self._buf(M), self._buf(shift)
+        o, wk = self._out(out), self._buf(work)
+        self._call("linear_tokens", self._p(xb), self._p(wb), self._p(b), self._p(m), self._p(s),
+                   self._p(o), self._p(wk), *self._params(params), outs=[o])
+        return out
+
+    def route(self, a, w, idx, gates, work, params):
+        ab, wb, i, g, wk = self._buf(a), self._buf(w), self._out(idx), self._out(gates), self._buf(work)
+        self._call("route", self._p(ab), self._p(wb), self._p(i), self._p(g), self._p(wk),
+                   *self._params(params), outs=[i, g])
+
+    def ffn(self, a, x, idx, gates, phases, trits, in_M, in_shift, out_M, out_shift, out_B, work,
+            params):
+        bufs = [self._buf(a), self._out(x)] + [self._buf(v) for v in (
+            idx, gates, phases, trits, in_M, in_shift, out_M, out_shift, out_B, work)]
+        self._call("ffn", *[self._p(v) for v in bufs], *self._params(params), outs=[bufs[1]])
+        return x
+
+    def ffn_work_size(self, n_tokens, d, f, k, n_stages, slots):
+        fn = self.lib.bvit_api_ffn_work_size
+        fn.restype = ctypes.c_long
+        n = fn(*[ctypes.c_long(v) for v in (n_tokens, d, f, k, n_stages, slots)])
+        if n < 0:
+            raise ValueError("ffn_work_size: sizes out of range")
+        return n
 
     def butterfly_ph(self, v, raw, b0, n_stages, n_pad):
         vb, r = self._out(v), self._buf(raw)

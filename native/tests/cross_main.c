@@ -56,12 +56,11 @@ struct ternary_linear_case {
     int per_row, bits;
     const int16_t *want;
 };
-struct ternary_stream_case {
+struct ternary_rows_case {
     int id;
-    size_t rows, n, t0;
+    size_t rows, n, p0;
     const uint8_t *packed;
     const int16_t *x;
-    const uint8_t *rows_packed;
     const int32_t *want;
 };
 struct sincos_case {
@@ -330,29 +329,17 @@ static void run_ternary_linear(void)
     }
 }
 
-static void run_ternary_stream(void)
+static void run_ternary_rows(void)
 {
     size_t c;
-    for (c = 0; c < TERNARY_STREAM_CASES; c++) {
-        const struct ternary_stream_case *k = &ternary_stream_cases[c];
-        size_t nb = bvit_packed_row_bytes(k->n);
-        bvit_ternary_stream_i16(k->packed, k->t0, k->rows, k->n, k->x, acc);
-        check("ternary_stream", k->id, "stream", acc, k->want, k->rows, 'i');
-        bvit_stream_to_rows(k->packed, k->t0, k->rows, k->n, (uint8_t *)out8);
-        {
-            size_t i;
-            for (i = 0; i < k->rows * nb; i++) {
-                if ((uint8_t)out8[i] != k->rows_packed[i]) {
-                    printf("ternary_stream %d to_rows FAIL %u %d %d\n", k->id, (unsigned)i,
-                           (uint8_t)out8[i], k->rows_packed[i]);
-                    fails++;
-                    break;
-                }
-            }
-            if (i == k->rows * nb) {
-                ok("ternary_stream", k->id, "to_rows");
-            }
-        }
+    for (c = 0; c < TERNARY_ROWS_CASES; c++) {
+        const struct ternary_rows_case *k = &ternary_rows_cases[c];
+        bvit_ternary_matvec_i16(k->packed + k->p0, k->rows, k->n, k->x, acc);
+        check("ternary_rows", k->id, "plain", acc, k->want, k->rows, 'i');
+#ifndef BVIT_SMALL
+        bvit_ternary_matvec_lut_i16(k->packed + k->p0, k->rows, k->n, k->x, acc, tables);
+        check("ternary_rows", k->id, "lut", acc, k->want, k->rows, 'i');
+#endif
     }
 }
 
@@ -546,7 +533,7 @@ int main(void)
     run_mix();
     run_ternary_matvec();
     run_ternary_linear();
-    run_ternary_stream();
+    run_ternary_rows();
     run_sincos();
     run_butterfly();
     run_expert();

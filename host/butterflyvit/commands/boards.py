@@ -147,6 +147,10 @@ def run(args) -> int:
             size = f"{'' if n['file_size_exact'] else '~'}{n['file_size'] / 1024:,.0f}K"
             out.append(f"  {n['model'][-40:]:<40}{size:>10}{n['buffers'] / 1024:>9,.1f}K"
                        f"{n['peak_ram'] / 1024:>9,.1f}K")
+        out.append("  (buffers: the row-by-row path, weights read from the file; with the native "
+                   "module and the model frozen or in ROMFS, the whole-layer path needs "
+                   + ", ".join(f"{n['buffers_whole_layers'] / 1024:,.1f}K" for n in needs)
+                   + " instead: docs/device.md)")
         out += ["", "Fits (flash: model file in the file system; RAM: peak RAM in the heap)", ""]
         out.append(f"  {'model':<28}" + "".join(f"{b.name:>14}" for b in boards))
         for n, row in zip(needs, result["fit"]):
