@@ -47,7 +47,11 @@ def add_arguments(p):
                    help="folder on the board for bvit/, classify.py and the model (default: its current folder)")
     p.add_argument("--transfer", choices=["repl", "ampy", "drive", "none"], default="repl",
                    help="how files reach the board: repl (raw REPL, by hash; default), ampy "
-                        "(adafruit-ampy), drive (copy onto a mounted CIRCUITPY drive, --drive), none")
+                        "(adafruit-ampy), drive (copy onto a mounted CIRCUITPY drive, --drive), none "
+                        "(copy nothing: the code and the model are on the board already). Whatever it "
+                        "is, device code frozen into the firmware is not copied, and a model the board "
+                        "holds that is --model (a frozen module bvitmodel, /rom/model.bvit) is used in "
+                        "place")
     p.add_argument("--drive", metavar="PATH", help="the board's mounted drive (CircuitPython), implies --transfer drive")
     p.add_argument("--power-w", type=float, metavar="W",
                    help="the board's active power in watts (default: its profile's, with the source)")
@@ -55,8 +59,12 @@ def add_arguments(p):
     p.add_argument("--weight-buffer", type=int, default=4096, metavar="BYTES",
                    help="the classifier's weight buffer on the board (default 4096; 2048 on 100 KB boards)")
     p.add_argument("--remote-model", metavar="NAME",
-                   help="the model's name on the board (default: the file's name); module:NAME for a "
-                        "model frozen into the firmware (butterflyvit boards --freeze), not copied")
+                   help="the model on the board: a file (default: --model's file name in --remote-dir, "
+                        "copied there when missing or different), /rom/NAME (ROMFS), or module:NAME (a "
+                        "model frozen into the firmware, scripts/build_firmware.py --model). Without it "
+                        "the harness uses the board's own model when it is --model (module:bvitmodel, "
+                        "/rom/model.bvit), else copies the file; a model that cannot be copied (frozen, "
+                        "or no writable file system) and is not --model is an error")
     p.add_argument("--mpy", action="store_true",
                    help="copy the package precompiled with mpy-cross for the board's architecture "
                         "(no compiling on the board: more heap for the model)")

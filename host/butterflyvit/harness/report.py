@@ -391,7 +391,7 @@ def format_summary(report: dict) -> str:
         _top1_line(s),
         f"latency: mean {lat['mean']:.1f} ms, median {lat['median']:.1f}, p90 {lat['p90']:.1f}, "
         f"min {lat['min']:.1f}, max {lat['max']:.1f} (first image {lat['first']:.1f})",
-        f"heap: peak {s['heap_peak_max'] / 1024:.1f} KB of {report['setup']['heap_total'] / 1024:.0f} KB "
+        f"heap: peak {s['heap_peak_max'] / 1024:.1f} KB live (collected) of {report['setup']['heap_total'] / 1024:.0f} KB "
         f"(buffers {report['setup']['ram_buffers'] / 1024:.1f} KB)",
     ]
     return "\n".join(lines + _energy_lines(report.get("energy", {})))

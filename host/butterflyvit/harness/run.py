@@ -5,8 +5,10 @@
 
 Steps: read the model (host reference: IntModel) and N test images: the test split of the
 model's own data set, or the user's files (--images-from; images.py);
-connect to the board's raw REPL; copy the device code and the model where the board's copies
-are missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
+connect to the board's raw REPL; look at what it holds (onboard.py: device code frozen into
+its firmware, a frozen or ROMFS model that is this one, whether its file system can be
+written); copy the device code and the model where needed and the board's copies are
+missing or differ (by hash); start the board agent (device/bvit/agent.py, protocol.py)
 with the model; send each image as a raw frame and read back one checked line (integer
 logits, ticks_us of the forward, heap); compare with the host's logits bit for bit (an image
 that differs is run once more before it counts). After every image the report (report.py)
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import files as F
+from . import onboard as O
 from . import protocol as P
 from . import report as R
 from .images import frame_for, load_dataset_images, load_folder_images
@@ -87,9 +90,9 @@ class HarnessRun:
         self.report_path = Path(o.report)
         self.plot_path = Path(o.plot) if o.plot else self.report_path.with_suffix(".png")
         self.root = o.remote_dir.rstrip("/")
-        remote_model = o.remote_model or self.model_path.name
-        self.frozen_model = remote_model.startswith("module:")
-        self.remote_model = (remote_model if self.frozen_model or not self.root
+        self.device_dir = Path(o.device_dir) if o.device_dir else DEVICE_DIR
+        remote_model = o.remote_model or self.model_path.name    # until the board says (copy_files)
+        self.remote_model = (remote_model if remote_model.startswith(("module:", "/")) or not self.root
                              else f"{self.root}/{remote_model}")
         self.repl = None
         self.stage = "connecting"
@@ -106,7 +109,7 @@ class HarnessRun:
             return self.finish()
         try:
             self.connect()
-            self.copy_files()
+            self.copy_files(self.look_at_board())
             self.start_agent()
             self.classify_all(todo)
         except (HarnessError, OSError) as exc:
@@ -173,11 +176,38 @@ class HarnessRun:
             self.repl.exec("try:\n import supervisor\n supervisor.runtime.autoreload = False\n"
                            "except Exception:\n pass\n", o.timeout, doing="turning off auto-reload")
 
-    def copy_files(self):
-        """The device code (the agent included) and the model onto the board, by hash."""
+    def look_at_board(self) -> O.Plan:
+        """What the board holds already (its code frozen or not, its file system, its models)
+        and so what to copy and which model to load (onboard.py)."""
+        o = self.o
+        self.stage = "looking at what the board holds"
+        named = self.remote_model if o.remote_model else None     # --remote-model, in --remote-dir
+        s = O.survey(self.repl, self.root, O.candidates(self.root, self.model_path.name, named),
+                     o.timeout)
+        self.report["on_board"] = s.to_dict()
+        plan = O.plan(s, transfer=o.transfer, root=self.root, model_path=self.model_path,
+                      model_bytes=self.model_bytes, remote_model=named,
+                      host_ver=O.host_version(self.device_dir),
+                      circuitpython=self.info["implementation"] == "circuitpython")
+        self.remote_model = plan.model
+        self.report["model"]["remote_path"] = plan.model
+        self.report["on_board"].update(code_copied=plan.copy_code, model_used=plan.model,
+                                       model_copied=plan.copy_model)
+        for note in (plan.code_note, plan.model_note):
+            if note:
+                self.log(note)
+        if o.mpy and not plan.copy_code:
+            self.log("--mpy: nothing to compile, the device code is not copied")
+        return plan
+
+    def copy_files(self, plan: O.Plan):
+        """The device code (the agent included) and the model onto the board, by hash, as
+        far as the plan copies them."""
         o = self.o
         self.stage = "copying the device code and the model"
-        want, stale = self.files_wanted()
+        want, stale = self.files_wanted(plan)
+        if not want:
+            return
         actions = self.transfer(want)
         if o.transfer == "repl" and stale:
             gone = F.remove(self.repl, stale, o.timeout)
@@ -185,16 +215,20 @@ class HarnessRun:
                 self.log(f"removed stale copies on the board: {', '.join(gone)}")
         copied = [a for a in actions if a["action"] == "copied"]
         self.report.setdefault("transfers", []).append({"at": R.now(), "how": o.transfer, "files": actions})
-        self.log(f"device code and model: {len(copied)} file(s) copied "
+        what = " and ".join(w for w, c in (("device code", plan.copy_code), ("model", plan.copy_model)) if c)
+        self.log(f"{what}: {len(copied)} file(s) copied "
                  f"({sum(a['bytes'] for a in copied):,} bytes), {len(actions) - len(copied)} already the same")
         if o.transfer == "ampy":
             self.check_copies(actions)
 
-    def files_wanted(self):
+    def files_wanted(self, plan: O.Plan):
         """([(local path or bytes, board path)] to put on the board, [board paths of stale
         copies]: a .py beside its .mpy, or the other way round, would shadow the new one)."""
         o = self.o
-        want = F.device_files(Path(o.device_dir) if o.device_dir else DEVICE_DIR, self.root)
+        model = [(self.model_bytes, plan.model)] if plan.copy_model else []
+        if not plan.copy_code:
+            return model, []
+        want = F.device_files(self.device_dir, self.root)
         if o.mpy:
             import tempfile
 
@@ -204,7 +238,7 @@ class HarnessRun:
             want = compiled
         else:
             stale = [r[:-3] + ".mpy" for _, r in want if r.endswith(".py") and "/bvit/" in "/" + r]
-        return want + ([] if self.frozen_model else [(self.model_bytes, self.remote_model)]), stale
+        return want + model, stale
 
     def transfer(self, want) -> list:
         o = self.o
@@ -245,6 +279,7 @@ class HarnessRun:
         setup = P.parse_ready(out)
         if setup is None:
             raise HarnessError(f"the board did not report the model loaded: {out[-300:]!r}")
+        setup["heap_peak"] = P.HEAP_PEAK
         self.report["setup"] = setup
         if setup.get("load_retried"):
             self.log("the board ran out of heap loading the model; it loaded after freeing and collecting")
