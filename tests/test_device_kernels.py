@@ -97,7 +97,8 @@ def wasm_results(wasm_micropython):
         runner, args=["/cases.jsonl"], copies={path: "/cases.jsonl"}).stdout)
 
 
-UNIX = [(op, b) for op in BACKEND_OPS for b in ("viper", "python")] + [(op, "nn") for op in NN_OPS]
+UNIX = ([(op, b) for op in BACKEND_OPS for b in ("viper", "python")] + [(op, "nn") for op in NN_OPS]
+        + [("frame", "kframes")])          # the native backend's frame steps (bvit.kframes)
 WASM = [(op, "python") for op in BACKEND_OPS] + [(op, "nn") for op in NN_OPS]
 
 

@@ -16,8 +16,8 @@ NAMES = ("matvec8", "ternary_rows", "butterfly_ph", "attn_scores", "attn_pv")
 # Per-element steps a backend may also provide, listed in its EXTRAS (else bvit.nn's are
 # used): bvit.nn's signatures.
 OPTIONAL = ("requant_rows", "relu", "expert_input", "mix_add", "mix_round")
-# bvit.frames' steps a backend may also provide (EXTRAS); the native module takes viper's
-# where viper compiles (the frame's per-pixel loops are not in C).
+# bvit.frames' steps: the native backend takes their viper twins (bvit.kframes) where viper
+# compiles (the frame's per-pixel loops are not in C); the others take bvit.frames'.
 FRAME_STEPS = ("frame_row_pixels", "quantize_patches")
 ORDER = ("native", "viper", "python")
 
@@ -69,8 +69,9 @@ def get(backend, name):
     if name in FRAME_STEPS:
         if getattr(backend, "NAME", "") == "native":
             try:
-                return get(load("viper"), name)
-            except ValueError:
+                from . import kframes
+                return getattr(kframes, name)
+            except (ImportError, SyntaxError):
                 pass
         from . import frames
         return getattr(frames, name)
