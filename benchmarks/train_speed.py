@@ -42,6 +42,8 @@ NOT_GIVEN = "not given"
 CHOSEN = "butterfly, chosen"
 STANDARD = "standard MoE"
 AUTHOR = "author's ButterflyMoE"
+# Text below this line in the results file is hand-written and kept when the table is rewritten.
+NOTES = "<!-- notes: kept when the table above is rewritten -->"
 
 
 @dataclass
@@ -269,6 +271,9 @@ def run(argv=None) -> str:
         print(f"{s.label()}\n{table(rows)}\n", flush=True)
     text = report(a, results, argv)
     if not a.no_write:
+        old = a.out.read_text() if a.out.is_file() else ""
+        if NOTES in old:
+            text += "\n" + NOTES + old.split(NOTES, 1)[1]
         a.out.write_text(text)
         print(f"wrote {a.out}")
     return text

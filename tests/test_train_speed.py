@@ -61,3 +61,9 @@ def test_run_writes_table(tmp_path):
         assert 0 < lo <= float(median) <= hi
         assert float(ratio) > 0 and author == "not given"
     assert "The author's layer: not given (`--author PATH`)." in text
+
+    # hand-written notes below the marker survive a rewrite
+    out.write_text(text + "\n" + train_speed.NOTES + "\nmeasured while the machine was busy\n")
+    again = train_speed.run(argv)
+    assert again.endswith(train_speed.NOTES + "\nmeasured while the machine was busy\n")
+    assert out.read_text() == again and again.count("## d 16 / d_ff 32 / 128 tokens") == 1
