@@ -10,9 +10,9 @@ from butterflyvit.butterfly import (ButterflyRotation, angle_mask, butterfly, bu
                                     butterfly_matrix, check_stages, init_angles, max_stages,
                                     padded_size)
 from butterflyvit.config import ModelConfig
-from butterflyvit.moe import (ButterflyMoE, Router, StandardMoE, grouped_linear,
-                              load_balance_loss, neighbour_agreement, smooth_logits,
-                              smoothness_loss)
+from butterflyvit.moe import (ButterflyMoE, Router, StandardMoE, expert_path_costs,
+                              grouped_linear, load_balance_loss, neighbour_agreement,
+                              smooth_logits, smoothness_loss)
 from butterflyvit.presets import PRESETS, preset_config
 from butterflyvit.ternary import TernaryLinear, absmean_scale, quantize_ste, ternarize
 from butterflyvit.vit import ViT, patchify, routing_stats
@@ -258,25 +258,57 @@ def small_cfg(**kw):
 
 
 @pytest.mark.parametrize("dim,ffn,n_l", [(16, 32, 4), (12, 20, 2), (24, 40, 3), (8, 8, 0)])
-def test_butterfly_moe_grouped_equals_factored(dim, ffn, n_l):
+def test_butterfly_moe_paths_agree(dim, ffn, n_l):
+    """grouped, slots and factored: the same values and gradients (float rounding apart)."""
     torch.manual_seed(0)
     m = ButterflyMoE(small_cfg(dim=dim, ffn_dim=ffn, heads=2, butterfly_stages=n_l))
     with torch.no_grad():
         m.phi.mul_(20).mul_(m.phi_mask)   # larger angles so the test is not near identity
         m.theta.mul_(20).mul_(m.theta_mask)
     x = torch.randn(30, dim)
-    idx = torch.randint(0, 5, (30,))
-    a = m.expert_hidden(x, idx, "grouped")
-    b = m.expert_hidden(x, idx, "factored")
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    idx = torch.randint(0, 4, (30,))      # expert 4 gets no rows: an empty slot column
     params = [m.phi, m.theta, m.w_in.weight] if n_l else [m.w_in.weight]
-    ga = torch.autograd.grad(a.square().sum(), params)
-    gb = torch.autograd.grad(b.square().sum(), params)
-    for u, v in zip(ga, gb):
-        torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+    ref = m.expert_hidden(x, idx, "factored")
+    gref = torch.autograd.grad(ref.square().sum(), params)
+    for impl in ("grouped", "slots", "auto"):
+        a = m.expert_hidden(x, idx, impl)
+        torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
+        for u, v in zip(torch.autograd.grad(a.square().sum(), params), gref):
+            torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
     # stage-wise materialisation agrees with the block one
     torch.testing.assert_close(m.expert_matrices_t("blocks"), m.expert_matrices_t("stages"),
                                atol=1e-6, rtol=1e-6)
+
+
+def test_expert_path_chooser():
+    """The cost model's decisions at the two benchmarked shapes (E 64, top-2, n_l 4) and the
+    whole layer's output on the path it takes equals the forced paths'."""
+    pico = ButterflyMoE(small_cfg(dim=64, ffn_dim=256, heads=4, num_experts=64, butterfly_stages=4))
+    wide = ButterflyMoE(small_cfg(dim=256, ffn_dim=1024, heads=4, num_experts=64,
+                                  butterfly_stages=4))
+    # 4,096 tokens x 2: forming 64 small matrices is cheaper than 8,192 rows' block rotations
+    assert pico.choose_impl(8192, 128) == "grouped"
+    assert pico.choose_impl(8192, 160) == "grouped"
+    # 1,024 tokens x 2: forming 64 matrices of 1024x256 costs more than the shared product
+    assert wide.choose_impl(2048, 32) == "slots"
+    assert wide.choose_impl(2048, 60) == "slots"
+    # few rows: slots even at the small shape; one expert taking all rows: factored
+    assert pico.choose_impl(256, 8) == "slots"
+    assert wide.choose_impl(2048, 2048) == "factored"
+    costs = expert_path_costs(2048, 32, 64, 256, 1024, 4)
+    assert costs["slots"] < costs["factored"] < costs["grouped"]
+    with pytest.raises(ValueError, match="impl must be"):
+        ButterflyMoE(small_cfg(), impl="fast")
+    # the layer: "auto" records its path and gives the forced paths' output
+    torch.manual_seed(3)
+    m = ButterflyMoE(small_cfg(dim=16, ffn_dim=32, heads=2, butterfly_stages=3)).eval()
+    x = torch.randn(2, 16, 16)
+    y = m(x)
+    assert m.last_impl in ButterflyMoE.IMPLS
+    for impl in ButterflyMoE.IMPLS:
+        m.impl = impl
+        torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
+        assert m.last_impl == impl
 
 
 def test_butterfly_moe_matches_definition():

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .butterfly import angle_mask, butterfly, butterfly_blocks, check_stages, init_angles
+from .butterfly import (angle_mask, butterfly, butterfly_blocks, check_stages, init_angles,
+                        padded_size)
 from .ternary import TernaryLinear
 
 
@@ -178,6 +179,63 @@ def grouped_linear(rows: torch.Tensor, idx: torch.Tensor, weight_t: torch.Tensor
     return torch.empty_like(ys).index_copy(0, order, ys)
 
 
+def expert_slots(idx: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, int]:
+    """(slot, cap): cap = the most rows any expert has; row i goes to slot[i] =
+    idx[i] * cap + (how many earlier rows share its expert), so the slots of expert e are
+    e*cap .. e*cap + cap - 1 of an (E * cap)-row table."""
+    counts = torch.bincount(idx, minlength=num_experts)
+    cap = int(counts.max()) if idx.numel() else 0
+    order = torch.argsort(idx, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    sorted_idx = idx[order]
+    rank = torch.arange(idx.numel(), device=idx.device) - starts[sorted_idx]
+    slot = torch.empty_like(idx)
+    slot[order] = sorted_idx * cap + rank
+    return slot, cap
+
+
+def block_rotate(x: torch.Tensor, slot: torch.Tensor, cap: int,
+                 blocks: torch.Tensor) -> torch.Tensor:
+    """Row i of x (M, n) times the block-diagonal B of its expert, blocks (E, n_pad/bs, bs, bs)
+    as butterfly_blocks gives them. The rows go to their slots of a zero table (E, cap, n_pad),
+    every (expert, block) pair is one small matmul of one batched matmul, and the rows come
+    back from their slots (empty slots hold zeros and are never read)."""
+    e, nb, bs, _ = blocks.shape
+    n = x.shape[1]
+    if nb * bs != n:
+        x = F.pad(x, (0, nb * bs - n))
+    table = x.new_zeros(e * cap, nb * bs).index_copy(0, slot, x)
+    y = torch.einsum("ecbi,ebri->ecbr", table.view(e, cap, nb, bs), blocks)
+    return y.reshape(e * cap, nb * bs)[slot, :n]
+
+
+# The expert paths' cost model (ButterflyMoE.choose_impl). All three paths multiply every row
+# by the one shared Q(W_in) (rows * dim * ffn multiply-adds, the same in each), so only what
+# differs is counted, in multiply-adds of a batched matmul:
+#   grouped:  form the E matrices, two block contractions: 2 * E * ffn_pad * dim_pad * bs
+#   slots:    block rotations on the (E, cap) slot table:   E * cap * (dim_pad + ffn_pad) * bs
+#   factored: per-row stages with gathered angles: FACTORED_STAGE_COST * rows * (dim_pad +
+#             ffn_pad) * n_l (elementwise, about 30 multiply-adds each, forward + backward)
+# bs = 2**n_l; cap = the most rows routed to one expert (the slot table's padding grows with
+# imbalance: factored wins only when cap is many times the mean). Fitted on a 2-core CPU
+# (benchmarks/train_speed.py): grouped wins at dim 64 / ffn 256 / 8,192 rows, slots at dim 256 /
+# ffn 1,024 / 2,048 rows, where forming the matrices costs as much as the shared product.
+FACTORED_STAGE_COST = 30
+# Above this block size "grouped" forms the matrices stage by stage (expert_matrices_t).
+MAX_FORM_BLOCK = 32
+
+
+def expert_path_costs(rows: int, cap: int, experts: int, dim: int, ffn: int,
+                      n_stages: int) -> dict[str, int]:
+    """The cost model above: path name -> relative cost of one forward + backward."""
+    bs = 1 << n_stages
+    dp, fp = padded_size(dim), padded_size(ffn)
+    form = bs if bs <= MAX_FORM_BLOCK else FACTORED_STAGE_COST * n_stages
+    return {"grouped": 2 * experts * fp * dp * form,
+            "slots": experts * cap * (dp + fp) * bs,
+            "factored": FACTORED_STAGE_COST * rows * (dp + fp) * n_stages}
+
+
 class ButterflyMoE(_MoEBase):
     """ButterflyViT feed-forward (docs/architecture.md).
 
@@ -192,30 +250,44 @@ class ButterflyMoE(_MoEBase):
       h_e = ReLU( B(theta_e) Q(W_in) B(phi_e) x )
       y   = Q(W_out) (sum_e g_e h_e) + b_out
 
-    Two computations of the same function (tests check they agree):
+    Three computations of the same function (tests check they agree in value and gradient);
+    impl "auto" (default) takes the cheapest by the cost model above, per call:
     - "factored" (the device's order, never forms W_e): every (token, slot) row gathers its
       expert's cos/sin, is rotated by B(phi_e), multiplied by the one shared Q(W_in), and
-      rotated by B(theta_e). O(n log n) per rotation; on a CPU the per-row angle gathers
-      and elementwise stages make it about 3x slower than:
-    - "grouped" (default, for training speed): the E expert matrices
-      W_e = B(theta_e) Q(W_in) B(phi_e) are formed from the angles and the substrate
-      (E*ffn*dim floats, transient, never stored or exported), rows are grouped by expert
-      and multiplied (grouped_linear). Gradients reach the same parameters.
+      rotated by B(theta_e). Per-row gathers and elementwise stages: slow on a CPU.
+    - "slots": with n_l stages B is block diagonal (blocks of bs = 2**n_l); rows are put in
+      a per-expert slot table and rotated by their expert's blocks in one batched matmul,
+      multiplied by the shared Q(W_in) together, rotated again (block_rotate).
+    - "grouped": the E expert matrices W_e = B(theta_e) Q(W_in) B(phi_e) are formed from the
+      angles and the substrate (E*ffn*dim floats, transient, never stored or exported), rows
+      are grouped by expert and multiplied (grouped_linear). Cheap while E*ffn*dim is small
+      next to the rows' work.
     """
 
-    def __init__(self, cfg, impl: str = "grouped"):
+    IMPLS = ("grouped", "slots", "factored")
+
+    def __init__(self, cfg, impl: str = "auto"):
         super().__init__(cfg)
+        if impl != "auto" and impl not in self.IMPLS:
+            raise ValueError(f"impl must be 'auto' or one of {self.IMPLS}, got {impl!r}")
         n_l = cfg.butterfly_stages
         check_stages(cfg.dim, n_l)
         check_stages(cfg.ffn_dim, n_l)
         self.n_stages = n_l
         self.impl = impl
+        self.last_impl: str | None = None   # the path the last forward took
         self.w_in = TernaryLinear(cfg.dim, cfg.ffn_dim, bias=False)
         self.w_out = TernaryLinear(cfg.ffn_dim, cfg.dim, bias=True)
         self.register_buffer("phi_mask", angle_mask(cfg.dim, n_l), persistent=False)
         self.register_buffer("theta_mask", angle_mask(cfg.ffn_dim, n_l), persistent=False)
         self.phi = nn.Parameter(init_angles(cfg.num_experts, cfg.dim, n_l))
         self.theta = nn.Parameter(init_angles(cfg.num_experts, cfg.ffn_dim, n_l))
+
+    def choose_impl(self, rows: int, cap: int) -> str:
+        """The cheapest path for `rows` routed rows, at most `cap` of them on one expert."""
+        costs = expert_path_costs(rows, cap, self.num_experts, self.dim, self.ffn_dim,
+                                  self.n_stages)
+        return min(self.IMPLS, key=costs.__getitem__)   # ties: the earlier in IMPLS
 
     def _angles(self):
         phi = self.phi * self.phi_mask
@@ -233,14 +305,14 @@ class ButterflyMoE(_MoEBase):
     def expert_matrices_t(self, method: str = "auto") -> torch.Tensor:
         """W_e^T for all experts, (E, dim, ffn_dim): W_e^T = (B(theta_e) Q B(phi_e))^T.
 
-        "blocks" (default while 2**n_l <= 32): B is block diagonal with blocks of 2**n_l,
-        so W_e = blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions.
+        "blocks" (default while 2**n_l <= MAX_FORM_BLOCK): B is block diagonal with blocks of
+        2**n_l, so W_e = blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions.
         "stages": rotate the rows/columns of Q stage by stage (any n_l)."""
         cp, sp, ct, st = self._angles()
         q = self.w_in.quantized_weight()                       # (f, d)
         e, f, d = self.num_experts, self.ffn_dim, self.dim
         bs = 1 << self.n_stages
-        if method == "blocks" or (method == "auto" and bs <= 32):
+        if method == "blocks" or (method == "auto" and bs <= MAX_FORM_BLOCK):
             pp = butterfly_blocks(cp, sp)                      # (E, dpad/bs, bs, bs)
             pt = butterfly_blocks(ct, st)                      # (E, fpad/bs, bs, bs)
             fpad, dpad = 2 * ct.shape[-1], 2 * cp.shape[-1]
@@ -258,10 +330,31 @@ class ButterflyMoE(_MoEBase):
     def expert_hidden_grouped(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return F.relu(grouped_linear(x, idx, self.expert_matrices_t()))
 
+    def expert_hidden_slots(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The factored order, each rotation as its expert's diagonal blocks (block_rotate)."""
+        cp, sp, ct, st = self._angles()
+        pp = butterfly_blocks(cp, sp)                      # (E, dpad/bs, bs, bs)
+        pt = butterfly_blocks(ct, st)                      # (E, fpad/bs, bs, bs)
+        slot, cap = expert_slots(idx, self.num_experts)
+        h = block_rotate(x, slot, cap, pp)
+        h = F.linear(h, self.w_in.quantized_weight())
+        return F.relu(block_rotate(h, slot, cap, pt))
+
     def expert_hidden(self, x: torch.Tensor, idx: torch.Tensor, impl: str | None = None):
-        if (impl or self.impl) == "factored":
+        """h for rows x (M, dim) routed to experts idx (M,), on path `impl` (default self.impl;
+        "auto" asks the cost model)."""
+        impl = impl or self.impl
+        if impl == "auto":
+            cap = int(torch.bincount(idx, minlength=self.num_experts).max()) if idx.numel() else 0
+            impl = self.choose_impl(idx.numel(), cap)
+        self.last_impl = impl
+        if impl == "factored":
             return self.expert_hidden_factored(x, idx)
-        return self.expert_hidden_grouped(x, idx)
+        if impl == "slots":
+            return self.expert_hidden_slots(x, idx)
+        if impl == "grouped":
+            return self.expert_hidden_grouped(x, idx)
+        raise ValueError(f"impl must be 'auto' or one of {self.IMPLS}, got {impl!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
@@ -278,7 +371,7 @@ class StandardMoE(_MoEBase):
 
     Parameters: router.weight (E, dim); w1 (E, ffn_dim, dim); b1 (E, ffn_dim);
     w2 (E, dim, ffn_dim); b2 (E, dim). y = sum_e g_e (W2_e ReLU(W1_e x + b1_e) + b2_e).
-    Rows are grouped by expert (grouped_linear), as in ButterflyMoE's "grouped" mode.
+    Rows are grouped by expert (grouped_linear), as in ButterflyMoE's "grouped" path.
     """
 
     def __init__(self, cfg):

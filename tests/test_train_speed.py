@@ -1,0 +1,69 @@
+"""benchmarks/train_speed.py without the author's code: its options, its errors and the table
+it writes (a real run of every layer on a tiny shape)."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+train_speed = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_speed)
+
+
+def test_defaults():
+    a = train_speed.parse_args(["--no-write"])
+    assert a.threads == 2 and a.experts == 64 and a.top_k == 2 and a.stages == 4
+    assert [(s.dim, s.ffn, s.tokens) for s in a.shapes] == [(64, 256, 4096), (256, 1024, 1024)]
+    assert a.author is None and a.author_layer is None
+    assert a.out == ROOT / "benchmarks" / "results" / "train_speed.md"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--shape", "64,256"], "'64,256' is not DIM,FFN,TOKENS"),
+    (["--shape", "64,0,10"], "every number must be 1 or more"),
+    (["--threads", "0"], "'0' is not a positive integer"),
+    (["--top-k", "3", "--experts", "2"], "--top-k 3 is more than --experts 2"),
+    (["--author", "/no/such/checkout"], "--author /no/such/checkout: no models/experts.py"),
+    (["--out", "/no/such/folder/t.md"], "--out /no/such/folder/t.md: no such folder"),
+])
+def test_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_speed.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_writes_table(tmp_path):
+    out = tmp_path / "speed.md"
+    argv = ["--shape", "16,32,128", "--experts", "4", "--stages", "2", "--threads", "1",
+            "--repeats", "2", "--warmup", "0", "--out", str(out)]
+    text = train_speed.run(argv)
+    assert out.read_text() == text
+    assert "python benchmarks/train_speed.py " + " ".join(argv) in text
+    assert "## d 16 / d_ff 32 / 128 tokens" in text
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in text.splitlines() if r.startswith("| ") and not r.startswith("| layer")}
+    chosen = [k for k in rows if k.startswith("butterfly, chosen (")]
+    assert len(chosen) == 1 and re.fullmatch(r"butterfly, chosen \((grouped|slots|factored)"
+                                             r"(, (grouped|slots|factored))*\)", chosen[0])
+    for impl in ("grouped", "slots", "factored"):
+        assert f"butterfly, {impl} forced" in rows
+    # median, spread, ratio to the standard MoE, ratio to the author's layer
+    assert rows["author's ButterflyMoE"] == ["not given"] * 4
+    assert rows["standard MoE"][2:] == ["1.00", "not given"]
+    for name, (median, spread, ratio, author) in rows.items():
+        if name == "author's ButterflyMoE":
+            continue
+        lo, hi = (float(v) for v in spread.split("-"))
+        assert 0 < lo <= float(median) <= hi
+        assert float(ratio) > 0 and author == "not given"
+    assert "The author's layer: not given (`--author PATH`)." in text
+
+    # hand-written notes below the marker survive a rewrite
+    out.write_text(text + "\n" + train_speed.NOTES + "\nmeasured while the machine was busy\n")
+    again = train_speed.run(argv)
+    assert again.endswith(train_speed.NOTES + "\nmeasured while the machine was busy\n")
+    assert out.read_text() == again and again.count("## d 16 / d_ff 32 / 128 tokens") == 1
