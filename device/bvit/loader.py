@@ -178,6 +178,65 @@ def _check_trit5(m, buf):
             r += k
 
 
+def _layer_module(backend):
+    """True when `backend` means the native module and it has the whole-layer functions
+    (a built-in module: importing it takes no heap)."""
+    if backend not in ("auto", "native"):
+        return False
+    try:
+        import bvitnative
+    except ImportError:
+        return False
+    return hasattr(bvitnative, "ffn")
+
+
+def _mapped(source):
+    """A path on a memory-mapped file system (ROMFS, MicroPython >= 1.25) -> the file's
+    bytes in place (a memoryview of flash); any other source unchanged."""
+    if not isinstance(source, str):
+        return source
+    try:
+        with open(source, "rb") as f:
+            return memoryview(f)
+    except (TypeError, OSError, AttributeError):
+        return source
+
+
+# a file is read into RAM for the whole-layer path only with this much left over besides
+LAYERS_SPARE = 128 * 1024
+
+
+def _into_ram(path):
+    """The model file's bytes in a bytearray when the heap holds them and LAYERS_SPARE more
+    (boards with PSRAM; the unix port), else the path (read in slices, row by row)."""
+    import os
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return path                             # the loader says what is wrong
+    gc.collect()
+    if gc.mem_free() < size + LAYERS_SPARE:
+        return path
+    buf = bytearray(size)
+    with open(path, "rb") as f:
+        if f.readinto(buf) != size:
+            return path
+    return buf
+
+
+def in_place(source, backend):
+    """(source, layers): whether the native module's whole-layer path runs, and the source
+    it reads in place: frozen or other bytes as given, a ROMFS file mapped, a file that the
+    heap holds with LAYERS_SPARE to spare read into RAM; else the source unchanged (the
+    row-by-row path). Here, not in bvit.model: this code is unloaded after opening."""
+    if not _layer_module(backend):
+        return source, False
+    source = _mapped(source)
+    if isinstance(source, str):
+        source = _into_ram(source)
+    return source, not isinstance(source, str)
+
+
 def load(source, verify=True, weight_buffer=4096, layers=False):
     """Open and check a model: a path (the file stays open, returned as .file) or a
     bytes-like object (.mem, read in place). Raises ModelFormatError (ValueError) for any

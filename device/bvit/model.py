@@ -65,16 +65,11 @@ class Classifier:
         global F, N
         self.probe = probe
         gc.collect()
-        source = _mapped(source)
-        # The native module's whole-layer functions run when the weights can be read in
-        # place (frozen, ROMFS, bytes; a file when RAM holds it with room to spare):
-        # MicroPython then only calls them once per layer.
-        self.layers = _layer_module(backend)
-        if self.layers and isinstance(source, str):
-            source = _into_ram(source)
-        self.layers = self.layers and not isinstance(source, str)
         from . import loader
         try:
+            # The native module's whole-layer functions run when the weights can be read
+            # in place (loader.in_place): MicroPython then calls them once per layer.
+            source, self.layers = loader.in_place(source, backend)
             r = loader.load(source, verify, weight_buffer, self.layers)
         finally:
             loader = None
@@ -441,52 +436,6 @@ class Classifier:
         e = [math.exp((v - m) * s) for v in logits]
         z = sum(e)
         return [v / z for v in e]
-
-
-def _layer_module(backend):
-    """True when `backend` means the native module and it has the whole-layer functions
-    (a built-in module: importing it takes no heap)."""
-    if backend not in ("auto", "native"):
-        return False
-    try:
-        import bvitnative
-    except ImportError:
-        return False
-    return hasattr(bvitnative, "ffn")
-
-
-def _mapped(source):
-    """A path on a memory-mapped file system (ROMFS, MicroPython >= 1.25) -> the file's
-    bytes in place (a memoryview of flash); any other source unchanged."""
-    if not isinstance(source, str):
-        return source
-    try:
-        with open(source, "rb") as f:
-            return memoryview(f)
-    except (TypeError, OSError, AttributeError):
-        return source
-
-
-# a file is read into RAM for the whole-layer path only with this much left over besides
-LAYERS_SPARE = 128 * 1024
-
-
-def _into_ram(path):
-    """The model file's bytes in a bytearray when the heap holds them and LAYERS_SPARE more
-    (boards with PSRAM; the unix port), else the path (read in slices, row by row)."""
-    import os
-    try:
-        size = os.stat(path)[6]
-    except OSError:
-        return path                             # the loader says what is wrong
-    gc.collect()
-    if gc.mem_free() < size + LAYERS_SPARE:
-        return path
-    buf = bytearray(size)
-    with open(path, "rb") as f:
-        if f.readinto(buf) != size:
-            return path
-    return buf
 
 
 def _unload(name):
