@@ -118,13 +118,7 @@ def parse_args(argv):
                    help="seconds one image may take on qemu (default 900)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="make jobs for the builds")
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
-    else:
-        extra = []
-    args = p.parse_args(argv)
-    args.make_args = extra
+    args = build_firmware.parse_with_make_args(p, argv)
     if args.images < 1:
         raise BenchError(f"--images {args.images}: give at least 1")
     args.backends = _names(args.backends, BACKENDS, "--backends")

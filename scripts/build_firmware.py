@@ -76,13 +76,15 @@ def parse_args(argv):
                    help="build folder and where the firmware is copied (default build/firmware)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="check and print the commands only")
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
-    else:
-        extra = []
-    args = p.parse_args(argv)
-    args.make_args = extra
+    return parse_with_make_args(p, argv)
+
+
+def parse_with_make_args(parser, argv):
+    """parser's arguments, with those after `--` (for the port's make) as args.make_args."""
+    argv = list(argv)
+    i = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:i])
+    args.make_args = argv[i + 1:]
     return args
 
 
