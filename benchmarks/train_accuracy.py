@@ -3,19 +3,24 @@
 ButterflyViT (with and without the spatial smoothness regulariser) at 8 and 64 experts,
 all with the same architecture, data, schedule and number of steps.
 
-Each run is `butterflyvit train ... --metrics-out benchmarks/results/runs/<dataset>-<run>.json`,
+Each run is `butterflyvit train ... --metrics-out <results>/runs/<dataset>-<run>.json`,
 one at a time per invocation (two invocations with disjoint --runs may share a machine).
-Runs whose JSON exists are skipped, so the grid can be extended over several sessions; the
-table (benchmarks/results/train_accuracy.md) is rebuilt from every
-JSON present, each row with the exact command that produced it.
+Runs whose JSON exists are skipped, so the grid can be extended over several sessions; with
+--ckpt-dir a run interrupted part-way resumes from its last checkpoint. The tables
+(<results>/train_accuracy.md) are rebuilt from every JSON present, each run with the exact
+command that produced it, then summarised over seeds (mean, sample sd, min-max), by number
+of experts (also plotted, train_accuracy.png) and against the standard MoE at the same E.
 
     python benchmarks/train_accuracy.py --dataset fashion-mnist --epochs 2 --threads 1
     python benchmarks/train_accuracy.py --dataset cifar10 --data cifar10-jpeg.tar.gz
+    python benchmarks/train_accuracy.py --plan comparison --results benchmarks/results/comparison \
+        --ckpt-dir ckpt/comparison
     python benchmarks/train_accuracy.py --table-only
 """
 
 import argparse
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -46,6 +51,7 @@ GRID = {
 
 
 SUFFIXES = {"+alr=": "--angle-lr-scale", "+seed=": "--seed"}
+FLAG_SUFFIXES = {"+sr": "--smooth-routing"}   # trained with smoothed routing
 
 
 def split_suffixes(name):
@@ -56,13 +62,35 @@ def split_suffixes(name):
         if m:
             extra += [flag, m[1]]
             name = name.replace(m[0], "")
+    for tag, flag in FLAG_SUFFIXES.items():
+        m = re.search(re.escape(tag) + r"(?=\+|$)", name)
+        if m:
+            extra.append(flag)
+            name = name[:m.start()] + name[m.end():]
     return name, extra
+
+
+def without_seed(name):
+    """The run's name with any "+seed=N" taken out: the runs that differ only in seed."""
+    return re.sub(r"\+seed=[0-9]+", "", name)
+
+
+# The paper's comparison at a budget that ranks models (--plan comparison): dense vs standard
+# MoE vs ButterflyViT, accuracy and memory against the number of experts, the smoothness
+# regulariser's weight and routing on smoothed logits; every run at every seed of --seeds.
+PLANS = {
+    "comparison": {
+        "runs": ["dense", "moe-64", "bfly-64",
+                 *(f"{kind}-{e}" for e in (4, 8, 16, 32) for kind in ("moe", "bfly")),
+                 "bfly-64+reg=0.001", "bfly-64+reg=0.01", "bfly-64+reg=0.1", "bfly-64+sr"],
+        "epochs": 15.0, "seeds": [0, 1, 2]},
+}
 
 
 def run_flags(name, reg):
     """Flags of a grid run; besides GRID's names, "bfly-E+reg=L" / "moe-E" for any E, L, and
-    any of them with "+alr=S" (butterfly angles' lr scale S, --angle-lr-scale) and/or
-    "+seed=N" (--seed N) appended."""
+    any of them with "+alr=S" (butterfly angles' lr scale S, --angle-lr-scale), "+sr"
+    (--smooth-routing) and/or "+seed=N" (--seed N) appended."""
     base, extra = split_suffixes(name)
     if base in GRID:
         return [f.format(reg=reg) for f in GRID[base]] + extra
@@ -88,28 +116,55 @@ def command(args, name):
     return cmd + flags + list(args.extra)
 
 
+def expand_seeds(runs, seeds):
+    """Every run at every seed ("bfly-64" -> "bfly-64+seed=0", ...); no seeds: runs as given."""
+    if not seeds:
+        return list(runs)
+    return [f"{without_seed(r)}+seed={s}" for r in runs for s in seeds]
+
+
 def run_grid(args):
     RUNS.mkdir(parents=True, exist_ok=True)
-    for name in args.runs:
+    runs = expand_seeds(args.runs, args.seeds)
+    failed = []
+    for i, name in enumerate(runs, 1):
         out = RUNS / f"{args.dataset}-{name}.json"
         if out.exists() and not args.force:
-            print(f"skip {name}: {out} exists", file=sys.stderr)
+            print(f"[{i}/{len(runs)}] skip {name}: {out} exists", file=sys.stderr)
             continue
         cmd = command(args, name)
         log = Path(args.log_dir) / f"{args.dataset}-{name}.log"
-        print(f"run {name}: {shlex.join(cmd)}  (log {log})", file=sys.stderr, flush=True)
+        resume = []
+        if args.ckpt_dir:
+            # a checkpoint every --save-every steps; an interrupted run continues from it
+            ckpt = Path(args.ckpt_dir) / f"{args.dataset}-{name}.pt"
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            resume = ["--out", str(ckpt), "--save-every", str(args.save_every)]
+            if ckpt.exists() and not args.force:
+                resume += ["--resume", str(ckpt)]
+        print(f"[{i}/{len(runs)}] run {name}: {shlex.join(cmd)}"
+              f"{'  (resuming ' + resume[-1] + ')' if '--resume' in resume else ''}  (log {log})",
+              file=sys.stderr, flush=True)
         t0 = time.time()
-        full = [sys.executable, "-m", "butterflyvit.cli"] + cmd[1:] + ["--metrics-out", str(out)]
-        with open(log, "w") as f:
+        full = ([sys.executable, "-m", "butterflyvit.cli"] + cmd[1:] + resume
+                + ["--metrics-out", str(out)])
+        with open(log, "a" if "--resume" in resume else "w") as f:
             rc = subprocess.call(full, stdout=f, stderr=subprocess.STDOUT)
         if rc:
             print(f"  failed (exit {rc}), see {log}", file=sys.stderr)
+            failed.append(name)
+            continue
+        if not out.exists():  # stopped part-way on purpose (--stop-after)
+            print(f"  stopped part-way; run again to continue from its checkpoint", file=sys.stderr)
             continue
         m = json.loads(out.read_text())
         m["command"] = shlex.join(cmd)
-        m["wall_seconds"] = round(time.time() - t0, 1)
+        m["wall_seconds"] = round(time.time() - t0, 1)   # of this sitting only
+        if "--resume" in resume:
+            m["resumed"] = True
         out.write_text(json.dumps(m, indent=1))
         print(f"  top-1 {m['test_acc']:.4f} in {m['wall_seconds']:.0f} s", file=sys.stderr)
+    return failed
 
 
 def fmt_pct(x):
@@ -125,25 +180,140 @@ def expert_memory(cfg):
 
 
 NOTES_MARKER = "<!-- notes: hand-written, kept by --table-only -->"
+PLOT = "train_accuracy.png"
 
 
-def write_table(order):
+def load_runs():
+    """[(dataset, run name, metrics)] of every run JSON, in table order."""
     rows = []
     for path in sorted(RUNS.glob("*.json")):
         m = json.loads(path.read_text())
         ds = next(d for d in ("fashion-mnist", "cifar10", "digits") if path.stem.startswith(d))
-        name = path.stem[len(ds) + 1:]
-        rows.append((ds, name, m))
+        rows.append((ds, path.stem[len(ds) + 1:], m))
+
     def key(r):
         m = re.fullmatch(r"(dense|moe|bfly)-?(\d*)(\+reg)?=?([0-9.e-]*)", split_suffixes(r[1])[0])
         kind, e, reg, lam = m.groups() if m else (r[1], "", "", "")
         return (r[0], int(e or 0), {"dense": 0, "moe": 1, "bfly": 2}.get(kind, 3), bool(reg),
                 float(lam or 0), r[1])
-    rows.sort(key=key)
+    return sorted(rows, key=key)
+
+
+def stats(values):
+    """(mean, sample sd or None for one value, min, max) of a non-empty list."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, sd, min(values), max(values)
+
+
+def seed_groups(rows):
+    """Runs that differ only in seed, at the same budget: {(dataset, name without seed,
+    epochs): [metrics, ...]} in table order."""
+    groups = {}
+    for ds, name, m in rows:
+        budget = m["train"].get("steps") or m["train"].get("epochs")
+        groups.setdefault((ds, without_seed(name), budget), []).append(m)
+    return groups
+
+
+def experts_of(name):
+    """("bfly" | "moe", E) for a plain "bfly-E" / "moe-E" run (any seed), else None."""
+    m = re.fullmatch(r"(bfly|moe)-(\d+)", without_seed(name))
+    return (m[1], int(m[2])) if m else None
+
+
+def summary_lines(rows):
+    f2 = lambda x: "" if x is None else f"{x:.2f}"
+    groups = seed_groups(rows)
+    out = ["## Over seeds", "",
+           "Runs that differ only in `--seed`, at the same budget: top-1 mean, sample standard "
+           "deviation and min-max over the seeds (points of %).", "",
+           "| data | run | epochs | seeds | top-1 % | sd | min-max | smoothed % | agreement | "
+           "agr. smoothed | FFN memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    means = {}
+    for (ds, name, budget), ms in groups.items():
+        mean, sd, lo, hi = stats([100 * m["test_acc"] for m in ms])
+        alts = [100 * m["alt_routing"]["test_acc"] for m in ms if m.get("alt_routing")]
+        agr = [m["agreement"] for m in ms if m.get("agreement") is not None]
+        agr_s = [m["alt_routing"]["agreement"] for m in ms if m.get("alt_routing")]
+        ffn_b = expert_memory(ms[0]["config"])[0]
+        means[(ds, name, budget)] = (mean, sd, ffn_b)
+        out.append("| " + " | ".join(str(c) for c in [
+            ds, name, budget, len(ms), f"{mean:.2f}", f2(sd), f"{lo:.2f}-{hi:.2f}",
+            f"{stats(alts)[0]:.2f}" if alts else "", f"{stats(agr)[0]:.3f}" if agr else "",
+            f"{stats(agr_s)[0]:.3f}" if agr_s else "", f"{ffn_b / 1e3:,.1f} KB"]) + " |")
+
+    pairs = sorted({(ds, budget, experts_of(name)[1]) for ds, name, budget in means
+                    if experts_of(name)})
+    cmp_rows = []
+    for ds, budget, e in pairs:
+        b, s = means.get((ds, f"bfly-{e}", budget)), means.get((ds, f"moe-{e}", budget))
+        if b and s:
+            cmp_rows.append("| " + " | ".join(str(c) for c in [
+                ds, budget, e, f"{b[0]:.2f}", f"{s[0]:.2f}", f"{b[0] - s[0]:+.2f}",
+                f"{b[2] / 1e3:,.1f} KB", f"{s[2] / 1e3:,.1f} KB", f"{s[2] / b[2]:.0f}x"]) + " |")
+    if cmp_rows:
+        out += ["", "## ButterflyViT against the standard MoE, by number of experts", "",
+                f"Seed means of the table above (plot: `{PLOT}`); gap = ButterflyViT - standard "
+                "MoE in points; memory: every stored byte of the feed-forward layers.", "",
+                "| data | epochs | E | ButterflyViT top-1 % | standard MoE top-1 % | gap | "
+                "ButterflyViT FFN | standard MoE FFN | memory ratio |",
+                "|---|---|---|---|---|---|---|---|---|"] + cmp_rows
+    return out, means
+
+
+def write_plot(means, path):
+    """Top-1 and FFN memory against the number of experts, one row of panels per (data set,
+    budget) with at least two E; returns whether a plot was written."""
+    panels = {}
+    for (ds, name, budget), (mean, sd, ffn_b) in means.items():
+        ke = experts_of(name)
+        if ke:
+            panels.setdefault((ds, budget), {}).setdefault(ke[0], []).append((ke[1], mean, sd or 0, ffn_b))
+    panels = {k: v for k, v in panels.items()
+              if len({e for pts in v.values() for e, *_ in pts}) >= 2}
+    if not panels:
+        path.unlink(missing_ok=True)
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.8 * len(panels)), squeeze=False)
+    labels = {"bfly": "ButterflyViT", "moe": "standard MoE"}
+    for (ax_acc, ax_mem), ((ds, budget), kinds) in zip(axes, sorted(panels.items())):
+        for kind, pts in sorted(kinds.items()):
+            pts.sort()
+            es = [p[0] for p in pts]
+            ax_acc.errorbar(es, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                            capsize=3, label=labels[kind])
+            ax_mem.plot(es, [p[3] / 1e3 for p in pts], marker="o", label=labels[kind])
+        dense = means.get((ds, "dense", budget))
+        if dense:
+            ax_acc.axhline(dense[0], color="grey", linestyle="--", label="dense ViT")
+        all_e = sorted({p[0] for pts in kinds.values() for p in pts})
+        for ax in (ax_acc, ax_mem):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(all_e, [str(e) for e in all_e])
+            ax.set_xlabel("experts per layer")
+            ax.legend()
+        ax_acc.set_ylabel("top-1 % (mean over seeds, ± sd)")
+        ax_acc.set_title(f"{ds}, {budget} epochs: accuracy")
+        ax_mem.set_yscale("log")
+        ax_mem.set_ylabel("feed-forward memory, KB")
+        ax_mem.set_title(f"{ds}: feed-forward memory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_table():
+    rows = load_runs()
     out = ["# Training accuracy: dense ViT vs standard MoE-ViT vs ButterflyViT", "",
            "Made by `benchmarks/train_accuracy.py`; every run is `butterflyvit train` with the "
-           "command in the second table, 1 CPU thread, on a 2-core machine, at times two runs "
-           "at once or shared with other jobs (so wall times are indicative only).", "",
+           "command in the second table (its --threads; wall times depend on the machine and "
+           "its load, so are indicative only).", "",
            "- top-1: test-set accuracy after the last step (no early stopping, no test-set "
            "model selection).",
            "- smoothed: the same weights evaluated with smoothed routing switched on (logits "
@@ -159,14 +329,14 @@ def write_table(order):
            "agr. smoothed | eff. experts | used | FFN memory | model memory | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cmds = []
+    f3 = lambda x: "" if x is None else f"{x:.3f}"
+    f2 = lambda x: "" if x is None else f"{x:.2f}"
     for ds, name, m in rows:
         cfg, tr = m["config"], m["train"]
         moe = cfg["ffn"] != "dense"
         alt = m.get("alt_routing") or {}
         u = m.get("utilisation") or {}
         ffn_b, tot_b = expert_memory(cfg)
-        f3 = lambda x: "" if x is None else f"{x:.3f}"
-        f2 = lambda x: "" if x is None else f"{x:.2f}"
         cells = [ds, name, cfg["ffn"], cfg["num_experts"] if moe else "-",
                  tr.get("smooth_weight", 0) if moe else "-",
                  tr.get("angle_lr_scale", 1.0) if cfg["ffn"] == "butterfly" else "-", tr.get("epochs"), m.get("steps"),
@@ -178,38 +348,74 @@ def write_table(order):
         cmds.append(f"| {ds} | {name} | `{m.get('command', '')}` |")
     out += ["", "| data | run | command |", "|---|---|---|"] + cmds + [""]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if rows:
+        summary, means = summary_lines(rows)
+        out += summary + [""]
+        write_plot(means, RESULTS / PLOT)
     path = RESULTS / "train_accuracy.md"
     # hand-written notes below NOTES_MARKER survive a rebuild of the tables
     old = path.read_text() if path.exists() else ""
     if NOTES_MARKER in old:
         out += [NOTES_MARKER + old.split(NOTES_MARKER, 1)[1].rstrip("\n"), ""]
     path.write_text("\n".join(out))
-    print(f"wrote {RESULTS / 'train_accuracy.md'}", file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "digits"])
     p.add_argument("--data", help="data location (CIFAR-10: pickle dir, image tree or .tar.gz)")
     p.add_argument("--preset", default="pico")
-    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--plan", choices=sorted(PLANS),
+                   help="a named set of runs, epochs and seeds (comparison: "
+                        f"{PLANS['comparison']['epochs']:g} epochs x seeds "
+                        f"{' '.join(map(str, PLANS['comparison']['seeds']))} of "
+                        f"{' '.join(PLANS['comparison']['runs'])}); --runs, --epochs and "
+                        "--seeds given too override it")
+    p.add_argument("--epochs", type=float, help="epochs per run (default 2, or the plan's)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (0: torch's default, e.g. on a GPU machine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of runs without +seed=N")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="run every run at each of these seeds (names get +seed=N)")
     p.add_argument("--reg", type=float, default=0.1, help="smoothness weight of the +reg runs")
     p.add_argument("--train-subset", type=int)
-    p.add_argument("--runs", nargs="+", default=list(GRID),
-                   help=f"runs: {' '.join(GRID)}, or bfly-E[+reg=L] / moe-E for other E, L")
+    p.add_argument("--runs", nargs="+",
+                   help=f"runs (default: {' '.join(GRID)}, or the plan's); also bfly-E[+reg=L] / "
+                        "moe-E for other E, L, with +alr=S, +sr (trained on smoothed routing), "
+                        "+seed=N")
+    p.add_argument("--ckpt-dir", help="keep each run's checkpoint here (every --save-every "
+                                      "steps); a run interrupted part-way resumes from it")
+    p.add_argument("--save-every", type=int, default=200, metavar="STEPS")
     p.add_argument("--log-dir", default="/tmp")
     p.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--results", default=str(RESULTS), help="results directory")
     p.add_argument("extra", nargs="*", help="extra flags for butterflyvit train (after --)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    plan = PLANS.get(args.plan, {})
+    args.runs = args.runs or plan.get("runs") or list(GRID)
+    args.epochs = args.epochs if args.epochs is not None else plan.get("epochs", 2.0)
+    args.seeds = args.seeds or plan.get("seeds")
+    for name in args.runs:
+        try:
+            run_flags(name, args.reg)
+        except SystemExit as e:
+            p.error(str(e))
+    if args.epochs <= 0:
+        p.error(f"--epochs {args.epochs:g}: must be more than 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     set_results(args.results)
-    if not args.table_only:
-        run_grid(args)
-    write_table(list(GRID))
+    failed = [] if args.table_only else run_grid(args)
+    write_table()
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {' '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""benchmarks/train_accuracy.py: a real grid of tiny runs on the `digits` data set, over two
+seeds, with one run stopped part-way and resumed; the tables over seeds and by number of
+experts are checked against the runs' own JSON files."""
+
+import importlib.util
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("train_accuracy",
+                                              ROOT / "benchmarks" / "train_accuracy.py")
+ta = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ta)
+
+
+def table(text, heading):
+    """{run or (run, E) key: cells} of the first table after `heading`."""
+    part = text.split(heading, 1)[1]
+    rows = [r for r in part.splitlines() if r.startswith("| ")]
+    head = [c.strip() for c in rows[0].split("|")[1:-1]]
+    body = []
+    for r in rows[1:]:   # rows[0] is the header; the |---| line does not start with "| "
+        cells = [c.strip() for c in r.split("|")[1:-1]]
+        if len(cells) != len(head):
+            break
+        body.append(dict(zip(head, cells)))
+    return body
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    common = ["--dataset", "digits", "--epochs", "0.5", "--batch-size", "64", "--threads", "1",
+              "--results", str(tmp / "results"), "--log-dir", str(tmp), "--ckpt-dir",
+              str(tmp / "ckpt")]
+    # 1500 training images / 64 = 23 steps an epoch, 12 steps a run: stop one at step 5
+    ta.main(common + ["--runs", "bfly-4", "--seeds", "0", "--", "--stop-after", "5"])
+    assert not (tmp / "results" / "runs" / "digits-bfly-4+seed=0.json").exists()
+    assert (tmp / "ckpt" / "digits-bfly-4+seed=0.pt").exists()
+    ta.main(common + ["--runs", "bfly-4", "moe-4", "bfly-8", "--seeds", "0", "1"])
+    return tmp
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(grid):
+    log = (grid / "digits-bfly-4+seed=0.log").read_text()
+    assert "stopped after step 5/12" in log
+    assert re.search(r"resumed \S+digits-bfly-4\+seed=0\.pt at step 5/12", log)
+    m = json.loads((grid / "results" / "runs" / "digits-bfly-4+seed=0.json").read_text())
+    assert m["steps"] == 12 and m["resumed"] is True
+    # the command that defines the run: no checkpoint plumbing, its own seed
+    assert "--seed 0" in m["command"] and "--resume" not in m["command"]
+
+
+def test_tables_over_seeds_and_experts_match_the_runs(grid):
+    runs = grid / "results" / "runs"
+    acc = {p.stem[len("digits-"):]: 100 * json.loads(p.read_text())["test_acc"]
+           for p in runs.glob("*.json")}
+    assert sorted(acc) == sorted(f"{r}+seed={s}" for r in ("bfly-4", "moe-4", "bfly-8")
+                                 for s in (0, 1))
+    text = (grid / "results" / "train_accuracy.md").read_text()
+    means = {}
+    for row in table(text, "## Over seeds"):
+        pair = [acc[f"{row['run']}+seed={s}"] for s in (0, 1)]
+        means[row["run"]] = statistics.mean(pair)
+        assert row["seeds"] == "2" and row["epochs"] == "0.5"
+        assert row["top-1 %"] == f"{statistics.mean(pair):.2f}"
+        assert row["sd"] == f"{statistics.stdev(pair):.2f}"
+        assert row["min-max"] == f"{min(pair):.2f}-{max(pair):.2f}"
+    assert sorted(means) == ["bfly-4", "bfly-8", "moe-4"]
+    cmp_rows = table(text, "## ButterflyViT against the standard MoE")
+    assert [r["E"] for r in cmp_rows] == ["4"]   # no standard MoE at 8 experts ran
+    for r in cmp_rows:
+        b, s = means[f"bfly-{r['E']}"], means[f"moe-{r['E']}"]
+        assert r["gap"] == f"{b - s:+.2f}"
+        # float experts cost far more bytes than rotations of one ternary matrix
+        assert float(r["memory ratio"].rstrip("x")) > 5
+    png = grid / "results" / "train_accuracy.png"   # ButterflyViT at 4 and 8 experts
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failed_run_is_reported_and_the_rest_go_on(tmp_path, capsys):
+    argv = ["--dataset", "fashion-mnist", "--data", str(tmp_path / "missing"), "--runs",
+            "bfly-4", "moe-4", "--epochs", "0.01", "--results", str(tmp_path / "r"),
+            "--log-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"2 run\(s\) failed: bfly-4 moe-4"):
+        ta.main(argv)
+    err = capsys.readouterr().err
+    assert "[1/2] run bfly-4" in err and "[2/2] run moe-4" in err
+    assert "missing" in (tmp_path / "fashion-mnist-bfly-4.log").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--runs", "bfly-x"], "unknown run 'bfly-x'"),
+    (["--epochs", "0"], "--epochs 0: must be more than 0"),
+])
+def test_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        ta.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plan_and_seeds():
+    a = ta.parse_args(["--plan", "comparison"])
+    assert a.epochs == 15.0 and a.seeds == [0, 1, 2]
+    assert {"dense", "moe-64", "bfly-64", "bfly-4", "moe-4", "bfly-64+sr"} <= set(a.runs)
+    assert ta.expand_seeds(["bfly-64", "moe-8+seed=5"], [0, 1]) == [
+        "bfly-64+seed=0", "bfly-64+seed=1", "moe-8+seed=0", "moe-8+seed=1"]
+    assert ta.run_flags("bfly-64+reg=0.01+sr+seed=2", 0.1) == [
+        "--ffn", "butterfly", "--experts", "64", "--smooth-weight", "0.01", "--seed", "2",
+        "--smooth-routing"]
+    b = ta.parse_args(["--plan", "comparison", "--epochs", "1", "--seeds", "7"])
+    assert b.epochs == 1.0 and b.seeds == [7]
