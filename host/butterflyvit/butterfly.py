@@ -113,16 +113,27 @@ def butterfly_matrix(angles: torch.Tensor, n: int) -> torch.Tensor:
 def butterfly_blocks(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """The diagonal blocks of B: with n_l stages, B is block diagonal with blocks of
     bs = 2**n_l. cos, sin: (..., n_l, n_pad/2) -> P (..., n_pad/bs, bs, bs) with
-    B[b*bs + r, b*bs + i] = P[..., b, r, i]. Computed by rotating a "comb" of bs rows
-    (row i has a 1 at position i of every block), so the cost is bs * n_pad * n_l."""
+    B[b*bs + r, b*bs + i] = P[..., b, r, i].
+
+    Built by doubling: after stages 0..l-1 every block of 2h = 2**(l+1) outputs is
+    diag(M_a, M_b) of two h-blocks, and stage l (pairs t, t+h, angles c, s) makes it
+        [[c * M_a, -s * M_b],
+         [s * M_a,  c * M_b]]    (c, s scale the rows).
+    About 2 * bs * n_pad multiplies, in n_l small steps (training forms these for every
+    expert at every step, so this is on the hot path)."""
     n_l, half = cos.shape[-2], cos.shape[-1]
-    n_pad, bs = 2 * half, 1 << n_l
-    comb = torch.zeros(bs, n_pad, dtype=cos.dtype, device=cos.device)
-    comb.view(bs, n_pad // bs, bs)[torch.arange(bs), :, torch.arange(bs)] = 1
-    y = butterfly(comb, cos[..., None, :, :], sin[..., None, :, :])  # (..., bs, n_pad)
-    y = y.expand(*cos.shape[:-2], bs, n_pad)                          # n_l = 0: no stages
-    y = y.reshape(*y.shape[:-1], n_pad // bs, bs)                    # (..., i, b, r)
-    return y.movedim(-3, -1)                                          # (..., b, r, i)
+    n_pad, lead = 2 * half, cos.shape[:-2]
+    m = torch.ones(*lead, n_pad, 1, 1, dtype=cos.dtype, device=cos.device)
+    for l in range(n_l):
+        h = 1 << l
+        groups = n_pad // (2 * h)
+        c = cos[..., l, :].reshape(*lead, groups, h, 1)
+        s = sin[..., l, :].reshape(*lead, groups, h, 1)
+        pairs = m.reshape(*lead, groups, 2, h, h)
+        m_a, m_b = pairs[..., 0, :, :], pairs[..., 1, :, :]
+        m = torch.cat((torch.cat((c * m_a, -s * m_b), -1),
+                       torch.cat((s * m_a, c * m_b), -1)), -2)
+    return m
 
 
 def init_angles(num: int, n: int, n_stages: int, std: float = 0.02,

@@ -313,14 +313,19 @@ class ButterflyMoE(_MoEBase):
         e, f, d = self.num_experts, self.ffn_dim, self.dim
         bs = 1 << self.n_stages
         if method == "blocks" or (method == "auto" and bs <= MAX_FORM_BLOCK):
-            pp = butterfly_blocks(cp, sp)                      # (E, dpad/bs, bs, bs)
-            pt = butterfly_blocks(ct, st)                      # (E, fpad/bs, bs, bs)
+            pp = butterfly_blocks(cp, sp)          # (E, db, bs, bs): [e, b, j, l] of B(phi_e)
+            pt = butterfly_blocks(ct, st)          # (E, fb, bs, bs): [e, c, r, i] of B(theta_e)
             fpad, dpad = 2 * ct.shape[-1], 2 * cp.shape[-1]
             if (fpad, dpad) != (f, d):
                 q = F.pad(q, (0, dpad - d, 0, fpad - f))
-            qr = q.reshape(fpad // bs, bs, dpad // bs, bs)     # (c, k, b, j)
-            a = torch.einsum("ckbj,ebjl->eckbl", qr, pp)
-            w = torch.einsum("ecik,eckbl->eblci", pt, a).reshape(e, dpad, fpad)
+            fb, db = fpad // bs, dpad // bs
+            # X_e = B(theta_e) Q, block row c at a time for all experts at once: one
+            # (E*bs, bs) x (bs, dpad) product per c (the shared Q makes these big products)
+            x = torch.bmm(pt.transpose(0, 1).reshape(fb, e * bs, bs), q.view(fb, bs, dpad))
+            x = x.view(fb, e, bs, db, bs).permute(1, 3, 4, 0, 2).reshape(e, db, bs, fpad)
+            # W_e^T = B(phi_e)^T X_e^T, block column b at a time: (E, db) products of (bs, bs)
+            # by (bs, fpad), written straight in the (E, dim, ffn) layout grouped_linear takes
+            w = torch.matmul(pp.transpose(-1, -2), x).reshape(e, dpad, fpad)
             return w[:, :d, :f]
         # rows of Q B(phi_e) are B(phi_e)^T applied to the rows of Q
         qb = butterfly(q.expand(e, *q.shape), cp[:, None], sp[:, None], transpose=True)
