@@ -124,47 +124,69 @@ def expand_seeds(runs, seeds):
 
 
 def run_grid(args):
+    """Run every pending run, up to --jobs at once; returns the names of the failed ones."""
     RUNS.mkdir(parents=True, exist_ok=True)
     runs = expand_seeds(args.runs, args.seeds)
-    failed = []
+    pending = []
     for i, name in enumerate(runs, 1):
         out = RUNS / f"{args.dataset}-{name}.json"
         if out.exists() and not args.force:
             print(f"[{i}/{len(runs)}] skip {name}: {out} exists", file=sys.stderr)
-            continue
-        cmd = command(args, name)
-        log = Path(args.log_dir) / f"{args.dataset}-{name}.log"
-        resume = []
-        if args.ckpt_dir:
-            # a checkpoint every --save-every steps; an interrupted run continues from it
-            ckpt = Path(args.ckpt_dir) / f"{args.dataset}-{name}.pt"
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            resume = ["--out", str(ckpt), "--save-every", str(args.save_every)]
-            if ckpt.exists() and not args.force:
-                resume += ["--resume", str(ckpt)]
-        print(f"[{i}/{len(runs)}] run {name}: {shlex.join(cmd)}"
-              f"{'  (resuming ' + resume[-1] + ')' if '--resume' in resume else ''}  (log {log})",
-              file=sys.stderr, flush=True)
-        t0 = time.time()
-        full = ([sys.executable, "-m", "butterflyvit.cli"] + cmd[1:] + resume
-                + ["--metrics-out", str(out)])
-        with open(log, "a" if "--resume" in resume else "w") as f:
-            rc = subprocess.call(full, stdout=f, stderr=subprocess.STDOUT)
-        if rc:
-            print(f"  failed (exit {rc}), see {log}", file=sys.stderr)
-            failed.append(name)
-            continue
-        if not out.exists():  # stopped part-way on purpose (--stop-after)
-            print(f"  stopped part-way; run again to continue from its checkpoint", file=sys.stderr)
-            continue
-        m = json.loads(out.read_text())
-        m["command"] = shlex.join(cmd)
-        m["wall_seconds"] = round(time.time() - t0, 1)   # of this sitting only
-        if "--resume" in resume:
-            m["resumed"] = True
-        out.write_text(json.dumps(m, indent=1))
-        print(f"  top-1 {m['test_acc']:.4f} in {m['wall_seconds']:.0f} s", file=sys.stderr)
+        else:
+            pending.append((i, name, out))
+    failed, running = [], []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            running.append(start_run(args, len(runs), *pending.pop(0)))
+        time.sleep(0.2)
+        for job in [j for j in running if j["proc"].poll() is not None]:
+            running.remove(job)
+            if not finish_run(job):
+                failed.append(job["name"])
     return failed
+
+
+def start_run(args, total, i, name, out):
+    cmd = command(args, name)
+    log = Path(args.log_dir) / f"{args.dataset}-{name}.log"
+    resume = []
+    if args.ckpt_dir:
+        # a checkpoint every --save-every steps; an interrupted run continues from it
+        ckpt = Path(args.ckpt_dir) / f"{args.dataset}-{name}.pt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        resume = ["--out", str(ckpt), "--save-every", str(args.save_every)]
+        if ckpt.exists() and not args.force:
+            resume += ["--resume", str(ckpt)]
+    resumed = "--resume" in resume
+    print(f"[{i}/{total}] run {name}: {shlex.join(cmd)}"
+          f"{'  (resuming ' + resume[-1] + ')' if resumed else ''}  (log {log})",
+          file=sys.stderr, flush=True)
+    full = ([sys.executable, "-m", "butterflyvit.cli"] + cmd[1:] + resume
+            + ["--metrics-out", str(out)])
+    with open(log, "a" if resumed else "w") as f:
+        proc = subprocess.Popen(full, stdout=f, stderr=subprocess.STDOUT)
+    return {"name": name, "out": out, "log": log, "cmd": cmd, "resumed": resumed,
+            "proc": proc, "t0": time.time()}
+
+
+def finish_run(job):
+    """Record a finished run's command and wall time in its JSON; False if it failed."""
+    name, out, rc = job["name"], job["out"], job["proc"].returncode
+    if rc:
+        print(f"  {name} failed (exit {rc}), see {job['log']}", file=sys.stderr)
+        return False
+    if not out.exists():  # stopped part-way on purpose (--stop-after)
+        print(f"  {name} stopped part-way; run again to continue from its checkpoint",
+              file=sys.stderr)
+        return True
+    m = json.loads(out.read_text())
+    m["command"] = shlex.join(job["cmd"])
+    m["wall_seconds"] = round(time.time() - job["t0"], 1)   # of this sitting only
+    if job["resumed"]:
+        m["resumed"] = True
+    out.write_text(json.dumps(m, indent=1))
+    print(f"  {name}: top-1 {m['test_acc']:.4f} in {m['wall_seconds']:.0f} s", file=sys.stderr)
+    return True
 
 
 def fmt_pct(x):
@@ -389,6 +411,9 @@ def parse_args(argv=None):
     p.add_argument("--ckpt-dir", help="keep each run's checkpoint here (every --save-every "
                                       "steps); a run interrupted part-way resumes from it")
     p.add_argument("--save-every", type=int, default=200, metavar="STEPS")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once (e.g. 2 runs x --threads 1 on a 2-core machine, or "
+                        "several runs sharing one GPU)")
     p.add_argument("--log-dir", default="/tmp")
     p.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
     p.add_argument("--table-only", action="store_true")
@@ -406,6 +431,8 @@ def parse_args(argv=None):
             p.error(str(e))
     if args.epochs <= 0:
         p.error(f"--epochs {args.epochs:g}: must be more than 0")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: must be 1 or more")
     return args
 
 

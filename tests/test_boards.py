@@ -163,6 +163,10 @@ def test_fit_reasons():
     need = dict(small, buffers=c3.heap - 1000, peak_ram=c3.heap - 1000 + B.CODE_HEAP)
     assert "fits with the device code frozen" in B.fit(c3, need)["reasons"][0]
     assert B.model_needs(("pico", preset_config("pico")), frozen=True)["code_heap"] == 0
+    # the CIFAR-10 preset is sized for the ESP32-S3-EYE: flash and heap, no PSRAM needed
+    cifar = B.model_needs(("cifar", preset_config("cifar")))
+    assert B.fit(B.get_board("esp32s3-eye"), cifar)["fits"]
+    assert not B.fit(pico, cifar)["fits_flash"]
 
 
 def test_boards_command(pico_model, capsys):

@@ -41,7 +41,7 @@ def grid(tmp_path_factory):
     ta.main(common + ["--runs", "bfly-4", "--seeds", "0", "--", "--stop-after", "5"])
     assert not (tmp / "results" / "runs" / "digits-bfly-4+seed=0.json").exists()
     assert (tmp / "ckpt" / "digits-bfly-4+seed=0.pt").exists()
-    ta.main(common + ["--runs", "bfly-4", "moe-4", "bfly-8", "--seeds", "0", "1"])
+    ta.main(common + ["--runs", "bfly-4", "moe-4", "bfly-8", "--seeds", "0", "1", "--jobs", "2"])
     return tmp
 
 
@@ -90,12 +90,14 @@ def test_a_failed_run_is_reported_and_the_rest_go_on(tmp_path, capsys):
         ta.main(argv)
     err = capsys.readouterr().err
     assert "[1/2] run bfly-4" in err and "[2/2] run moe-4" in err
+    assert "bfly-4 failed (exit 2)" in err and "moe-4 failed (exit 2)" in err
     assert "missing" in (tmp_path / "fashion-mnist-bfly-4.log").read_text()
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--runs", "bfly-x"], "unknown run 'bfly-x'"),
     (["--epochs", "0"], "--epochs 0: must be more than 0"),
+    (["--jobs", "0"], "--jobs 0: must be 1 or more"),
 ])
 def test_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -11,7 +11,7 @@ def add_arguments(p):
                      help="reproduce the paper's count (7 layers, d 256, d_ff 1024, 64 experts, "
                           "n_l 4) and its 8..128-expert sweep, then the full count of that model")
     src.add_argument("--checkpoint", "-c", metavar="CKPT", help="a trained checkpoint")
-    src.add_argument("--preset", help="a preset config: pico (default), paper, tiny")
+    src.add_argument("--preset", help="a preset config: pico (default), cifar, paper, tiny")
     pos = positive_int
     for flag, dest, typ in (("--ffn", "ffn", str), ("--experts", "num_experts", pos),
                             ("--stages", "butterfly_stages", nonnegative_int), ("--dim", "dim", pos),

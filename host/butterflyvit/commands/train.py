@@ -50,7 +50,7 @@ def add_arguments(p):
     g.add_argument("--no-flip", dest="flip", action="store_false")
 
     g = p.add_argument_group("model")
-    g.add_argument("--preset", default="pico", choices=sorted(PRESETS), help="pico (default), paper or tiny")
+    g.add_argument("--preset", default="pico", choices=sorted(PRESETS), help="pico (default), cifar, paper or tiny")
     for flag, _, typ, h in MODEL_FLAGS:
         g.add_argument(flag, type=typ, help=h)
     g.add_argument("--smooth-routing", dest="smooth_routing", action="store_true", default=None,
