@@ -424,7 +424,9 @@ def _kb(n):
     return f"{n / 1024:.1f} KB"
 
 
-def _yes(flag):
+def _yes(flag, measured=True):
+    if not measured:
+        return "not measured in this run"
     return "met" if flag else "**not met**"
 
 
@@ -466,12 +468,12 @@ def markdown(res: dict) -> str:
                   "| target | measured | |", "|---|---:|---|",
                   f"| RP2040 estimate <= {TARGETS['ms_rp2040']} ms per image (native) | "
                   f"{format(res['ms_rp2040'], ',.0f') if res['ms_rp2040'] is not None else '-'} ms | "
-                  f"{_yes(res['targets_met']['ms_rp2040'])} |",
+                  f"{_yes(res['targets_met']['ms_rp2040'], res['ms_rp2040'] is not None)} |",
                   f"| native >= {TARGETS['ratio_viper_to_native']}x fewer instructions than viper | "
                   f"{res['ratio_viper_to_native'] if res['ratio_viper_to_native'] else '-'}x | "
-                  f"{_yes(res['targets_met']['ratio_viper_to_native'])} |",
+                  f"{_yes(res['targets_met']['ratio_viper_to_native'], bool(res['ratio_viper_to_native']))} |",
                   f"| heap peak within 96 KB (native) | {_kb(heap) if heap else '-'} | "
-                  f"{_yes(res['targets_met']['heap_peak_bytes'])} |",
+                  f"{_yes(res['targets_met']['heap_peak_bytes'], bool(heap))} |",
                   f"| bit-exact, all images and backends | {'yes' if res['exact'] else 'no'} | "
                   f"{_yes(res['exact'])} |"]
     u = res["ports"].get("unix")

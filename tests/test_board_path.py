@@ -132,6 +132,15 @@ def test_one_wrong_image_makes_the_run_inexact(tmp_path):
     assert bp.summarize(ports, META)["exact"] is True
 
 
+def test_a_target_without_its_measurement_is_not_called_missed():
+    ports = synthetic()
+    del ports["unix"]
+    del ports["qemu"]["backends"]["viper"]     # --backends native: no ratio to viper
+    md = bp.markdown(bp.summarize(ports, META))
+    assert "| native >= 5x fewer instructions than viper | -x | not measured in this run |" in md
+    assert "| RP2040 estimate <= 1000 ms per image (native) | 1,053 ms | **not met** |" in md
+
+
 def test_unix_session_on_a_real_micropython(tmp_path):
     """The unix session script and its parsing, on the PyPI unix port (no native module, so
     viper), the model given as a module `bvitmodel` as the firmware freezes it."""
