@@ -183,7 +183,7 @@ def test_shipped_checkpoint_is_plain_and_packs(tmp_path):
     odd = [(w, type(v)) for w, v in walk(ck)
            if not isinstance(v, torch.Tensor) and type(v) not in (str, int, float, bool, type(None))]
     assert not odd, odd
-    assert ck["config"]["ffn"] == "butterfly" and ck["step"] == 2340
+    assert ck["config"]["ffn"] == "butterfly" and ck["step"] == 16380   # 35 epochs of 468 steps
     proc = cli("memory", "--checkpoint", SHIPPED_PT, "--json", cwd=tmp_path)
     assert proc.returncode == 0 and "checkpoint" in proc.stdout, proc.stderr
     try:
