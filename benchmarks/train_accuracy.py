@@ -193,6 +193,14 @@ def fmt_pct(x):
     return "" if x is None else f"{100 * x:.2f}"
 
 
+def f2(x):
+    return "" if x is None else f"{x:.2f}"
+
+
+def f3(x):
+    return "" if x is None else f"{x:.3f}"
+
+
 def expert_memory(cfg):
     sys.path.insert(0, str(HERE.parent / "host"))
     from butterflyvit.config import ModelConfig
@@ -246,7 +254,6 @@ def experts_of(name):
 
 
 def summary_lines(rows):
-    f2 = lambda x: "" if x is None else f"{x:.2f}"
     groups = seed_groups(rows)
     out = ["## Over seeds", "",
            "Runs that differ only in `--seed`, at the same budget: top-1 mean, sample standard "
@@ -351,8 +358,6 @@ def write_table():
            "agr. smoothed | eff. experts | used | FFN memory | model memory | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cmds = []
-    f3 = lambda x: "" if x is None else f"{x:.3f}"
-    f2 = lambda x: "" if x is None else f"{x:.2f}"
     for ds, name, m in rows:
         cfg, tr = m["config"], m["train"]
         moe = cfg["ffn"] != "dense"
