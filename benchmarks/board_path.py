@@ -10,7 +10,8 @@ For each port, scripts/build_firmware.py builds MicroPython from the checkout wi
 as user C module and the device code and the model frozen (or --firmware-dir reuses what an
 earlier run built). One board session per port then runs, for each backend, the board agent
 (bvit.agent: `Classifier(bvitmodel.MODEL, backend=NAME)`, the frozen model read in place)
-over the first N Fashion-MNIST test images, twice:
+over the first N test images (Fashion-MNIST as 28x28 GRAYSCALE frames for a grey model, CIFAR-10
+as 32x32 RGB565 frames for a colour one), twice:
 - timed: `time.ticks_us` around `classify_frame`. On qemu (mps2-an385, `-icount shift=0`: one
   virtual ns per instruction) that is instructions, exact and the same on every run; on unix
   it is microseconds of wall clock;
@@ -35,6 +36,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 for sub in ("host", "tests", "scripts"):
@@ -55,7 +57,6 @@ ARTIFACT = {"qemu": "firmware.elf", "qemu-m0plus": "firmware.elf", "unix": "micr
 ISA = {"qemu": "Cortex-M3 (ARMv7-M, Thumb-2)", "qemu-m0plus": "ARMv6-M (Cortex-M0+, RP2040)"}
 MODEL = REPO / "models" / "pico-fmnist.bvit"
 FMNIST_IMAGES = "t10k-images-idx3-ubyte.gz"
-W = H = 28  # Fashion-MNIST frames, sent as they are (GRAYSCALE)
 
 # The RP2040 estimate: ARMv6-M instructions (qemu-m0plus; else the Cortex-M3's) x cycles
 # per instruction / clock.
@@ -93,7 +94,7 @@ def parse_args(argv):
     p.add_argument("--micropython", metavar="DIR", default=os.environ.get("MICROPYTHON_DIR"),
                    help="a MicroPython checkout to build from (default: $MICROPYTHON_DIR)")
     p.add_argument("--images", type=int, default=10, metavar="N",
-                   help="Fashion-MNIST test images 0..N-1 (default 10)")
+                   help="test images 0..N-1 (default 10)")
     p.add_argument("--backends", default="native,viper", metavar="LIST",
                    help="kernel backends, of native, viper, python (default native,viper; python "
                         "takes about 15x longer than native)")
@@ -110,8 +111,10 @@ def parse_args(argv):
     p.add_argument("--firmware-dir", metavar="DIR",
                    help="reuse the firmware an earlier run built in DIR (its --build-dir) instead "
                         "of building; its frozen model must be --model")
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="the Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="the test images: for a grey model the Fashion-MNIST folder (default "
+                        "/usr/share/datasets/fashion-mnist); for a colour model CIFAR-10 (the "
+                        "pickle directory, its archive, or an image tree; required)")
     p.add_argument("--unix-heap", default="96k", metavar="SIZE",
                    help="the unix port's -X heapsize (default 96k)")
     p.add_argument("--timeout", type=float, default=900, metavar="S",
@@ -145,8 +148,23 @@ def parse_args(argv):
 
 # ------------------------------------------------------------------ inputs and reference
 
-def load_frames(n, data=None):
-    """The first n Fashion-MNIST test images as 28x28 GRAYSCALE frames (bytes)."""
+class Frames(NamedTuple):
+    """What the board is sent: frames (bytes) of one size and pixel format."""
+    data: list
+    w: int
+    h: int
+    fmt: str
+    what: str       # for the report, e.g. "Fashion-MNIST test images 0-9, 28x28 GRAYSCALE"
+
+
+def load_frames(n, data=None, model=MODEL) -> Frames:
+    """The first n test images of the model's kind: Fashion-MNIST as 28x28 GRAYSCALE frames
+    for a grey model, CIFAR-10 (`data`) as 32x32 RGB565 frames, a camera's format, for a
+    colour one. The board resizes a frame to the model's input either way."""
+    from butterflyvit.modelfile import read_model
+
+    if read_model(model).metadata["config"]["in_channels"] == 3:
+        return _cifar_frames(n, data)
     from butterflyvit.data import FASHION_MNIST_DIR, read_idx
 
     path = Path(data or FASHION_MNIST_DIR) / FMNIST_IMAGES
@@ -156,14 +174,33 @@ def load_frames(n, data=None):
     images = read_idx(path)
     if n > len(images):
         raise BenchError(f"--images {n}: {path} has {len(images)}")
-    return [images[i].tobytes() for i in range(n)]
+    return Frames([images[i].tobytes() for i in range(n)], 28, 28, "GRAYSCALE",
+                  f"Fashion-MNIST test images 0-{n - 1}, 28x28 GRAYSCALE")
 
 
-def host_logits(model, frames):
+def _cifar_frames(n, data):
+    from butterflyvit.data import DataError, load_cifar10
+    from butterflyvit.intmodel import rgb_to_rgb565
+
+    if not data:
+        raise BenchError("a colour model: give --data PATH, CIFAR-10 (the pickle directory, "
+                         "its archive, or an image tree) for its test images")
+    try:
+        images = load_cifar10(data).test.images
+    except (DataError, FileNotFoundError) as exc:
+        raise BenchError(f"--data {data}: {exc}") from None
+    if n > len(images):
+        raise BenchError(f"--images {n}: {data} has {len(images)} test images")
+    return Frames([rgb_to_rgb565(images[i].permute(1, 2, 0).numpy()) for i in range(n)], 32, 32,
+                  "RGB565", f"CIFAR-10 test images 0-{n - 1}, 32x32 RGB565")
+
+
+def host_logits(model, frames: Frames):
     from butterflyvit.intmodel import IntModel
 
     m = IntModel.load(model)
-    return [[int(v) for v in m.forward_frame(f, W, H, "GRAYSCALE").logits] for f in frames]
+    return [[int(v) for v in m.forward_frame(f, frames.w, frames.h, frames.fmt).logits]
+            for f in frames.data]
 
 
 # ------------------------------------------------------------------ firmware
@@ -248,13 +285,13 @@ def backend_record(setup, results, want, backend, scale):
 def run_qemu(elf, frames, want, backends, model, timeout, port="qemu"):
     """All backends and images in one qemu session; a backend that fails is recorded as
     such (the board restarted) and the next one runs."""
-    port = {"firmware": str(elf), "backends": {},
-            "machine": f"mps2-an385 (Cortex-M3; {ISA[port]} code), " + subprocess.run(
+    out = {"firmware": str(elf), "backends": {},
+           "machine": f"mps2-an385 (Cortex-M3; {ISA[port]} code), " + subprocess.run(
                 ["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-            + ", -icount shift=0", "unit": "instructions"}
+           + ", -icount shift=0", "unit": "instructions"}
     board = QemuRepl(elf, *ICOUNT)
     try:
-        port.update(parse_info(board.exec(INFO, 120), model))
+        out.update(parse_info(board.exec(INFO, 120), model))
         for backend in backends:
             t0 = time.monotonic()
             try:
@@ -264,8 +301,8 @@ def run_qemu(elf, frames, want, backends, model, timeout, port="qemu"):
                 results = []
                 for collect in PASSES:
                     board.exec(PASS_CODE % collect, 60)
-                    for i, f in enumerate(frames):
-                        text = board.exec(classify_call(i, f, W, H, "GRAYSCALE"), timeout)
+                    for i, f in enumerate(frames.data):
+                        text = board.exec(classify_call(i, f, frames.w, frames.h, frames.fmt), timeout)
                         r, why = parse_result(text, i, len(want[i]))
                         if r is None:
                             raise BenchError(f"image {i}: {why}: {text[-300:]!r}")
@@ -278,12 +315,12 @@ def run_qemu(elf, frames, want, backends, model, timeout, port="qemu"):
                     board.close()
                     board = None
             rec["wall_s"] = round(time.monotonic() - t0, 1)
-            port["backends"][backend] = rec
+            out["backends"][backend] = rec
             progress(port, backend, rec)
     finally:
         if board is not None:
             board.close()
-    return port
+    return out
 
 
 # The unix port runs the same agent calls as a script (one process per backend, each with a
@@ -299,7 +336,7 @@ for _be in {backends!r}:
             with open('frames.b64', 'rb') as _f:
                 _i = 0
                 for _l in _f:
-                    _bv(_i, _l.strip(), {w}, {h}, 'GRAYSCALE')
+                    _bv(_i, _l.strip(), {w}, {h}, {fmt!r})
                     _i += 1
                     _l = None
 {end}
@@ -310,11 +347,12 @@ for _be in {backends!r}:
 """
 
 
-def unix_script(backends):
+def unix_script(backends, frames: Frames):
     def indent(code):
         return "\n".join("        " + ln for ln in code.strip().splitlines())
     return INFO + UNIX_SCRIPT.format(backends=tuple(backends), start=indent(start_code("_be")),
-                                     passes=PASSES, end=indent(END_CODE), w=W, h=H)
+                                     passes=PASSES, end=indent(END_CODE), w=frames.w, h=frames.h,
+                                     fmt=frames.fmt)
 
 
 def run_unix(exe, frames, want, backends, model, heap, path=".frozen"):
@@ -326,8 +364,8 @@ def run_unix(exe, frames, want, backends, model, heap, path=".frozen"):
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="bvit-board-path-") as tmp:
             tmp = Path(tmp)
-            (tmp / "frames.b64").write_bytes(b"".join(base64.b64encode(f) + b"\n" for f in frames))
-            (tmp / "session.py").write_text(unix_script([backend]))
+            (tmp / "frames.b64").write_bytes(b"".join(base64.b64encode(f) + b"\n" for f in frames.data))
+            (tmp / "session.py").write_text(unix_script([backend], frames))
             t0 = time.monotonic()
             p = subprocess.run([str(exe), "-X", f"heapsize={heap}", "session.py"], cwd=tmp,
                                env=dict(os.environ, MICROPYPATH=path), capture_output=True,
@@ -434,13 +472,12 @@ def markdown(res: dict) -> str:
     lines = [
         "# The board's path end to end: classify on MicroPython firmware with the native module",
         "",
-        f"Command: `{res['command']}` (writes this file and `board_path.json`; "
+        f"Command: `{res['command']}` (writes this file and the `.json` beside it; "
         f"{res['wall_s']:.0f} s in all, builds included).",
         f"Firmware: {res['micropython']}, built by `scripts/build_firmware.py` ({res['firmware']}) "
         "with `native/` as user C module, the device code and the model frozen (the model read "
         f"in place from flash). Model: `{res['model']}`, {res['model_bytes']:,} bytes. Images: "
-        f"Fashion-MNIST test images 0-{res['images'] - 1}, 28x28 GRAYSCALE frames sent to the "
-        "board; every logit vector, on every backend and in both passes, compared with "
+        f"{res['frames']} frames sent to the board; every logit vector, on every backend and in both passes, compared with "
         "`butterflyvit.intmodel` (*exact*).",
     ]
     for qport in QEMU_PORTS:
@@ -463,8 +500,7 @@ def markdown(res: dict) -> str:
                          f"{_kb(s['heap_peak'])} | {_kb(s['heap_between'])} |")
     heap = res["heap_peak_bytes"].get("native")
     if res.get("instructions_of"):
-        lines += ["", f"Targets (issue 11), the shipped pico model ({res['instructions_of']} "
-                      "instructions):", "",
+        lines += ["", f"Targets (issue 11; {res['instructions_of']} instructions):", "",
                   "| target | measured | |", "|---|---:|---|",
                   f"| RP2040 estimate <= {TARGETS['ms_rp2040']} ms per image (native) | "
                   f"{format(res['ms_rp2040'], ',.0f') if res['ms_rp2040'] is not None else '-'} ms | "
@@ -540,7 +576,7 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         model = Path(args.model).resolve()
-        frames = load_frames(args.images, args.data)
+        frames = load_frames(args.images, args.data, model)
         want = host_logits(model, frames)
         elfs, build_s = {}, {}
         for port in args.ports:
@@ -562,7 +598,7 @@ def main(argv=None) -> int:
     version = next((p["micropython"] for p in ports.values() if p.get("micropython")), "unknown")
     meta = {"command": command_line(argv), "micropython": version,
             "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
-            "model_bytes": model.stat().st_size, "images": args.images,
+            "model_bytes": model.stat().st_size, "images": args.images, "frames": frames.what,
             "backends": args.backends, "wall_s": round(time.monotonic() - t0, 1),
             "host": {"cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1)},
             "firmware": (f"built by an earlier run, reused from {args.firmware_dir}"

@@ -89,6 +89,7 @@ def synthetic(qemu_viper_exact=(True, True, True)):
 
 META = {"command": "python benchmarks/board_path.py --images 3", "micropython": "MicroPython v1.28.0",
         "model": "models/pico-fmnist.bvit", "model_bytes": 477392, "images": 3,
+        "frames": "Fashion-MNIST test images 0-2, 28x28 GRAYSCALE",
         "backends": ["native", "viper"], "wall_s": 12.5, "firmware": "built by this run",
         "host": {"cores": 2, "load_average": 3.5}}
 
@@ -120,6 +121,7 @@ def test_writer_on_a_synthetic_result(tmp_path):
     assert "| viper | - | failed: MemoryError('memory allocation failed') |" in md
     assert "Cortex-M3 (ARMv7-M, Thumb-2) instructions" in md and "CPI 1.38" in md
     assert META["command"] in md
+    assert "Images: Fashion-MNIST test images 0-2, 28x28 GRAYSCALE frames sent to the board" in md
 
 
 def test_one_wrong_image_makes_the_run_inexact(tmp_path):
@@ -164,6 +166,35 @@ def test_unix_session_on_a_real_micropython(tmp_path):
     assert im["time"] > 0 and im["heap_peak"] >= im["heap_before"] > 0
     # this MicroPython has no bvitnative: that backend fails alone, with the board's reason
     assert "bvitnative" in port["backends"]["native"]["error"]
+
+
+def test_a_colour_model_gets_cifar10_rgb565_frames(tmp_path, monkeypatch, capsys):
+    """A colour model is sent CIFAR-10 test images as 32x32 RGB565 frames (here a tiny RGB
+    model and CIFAR-10 batches in the official layout with random pixels), bit-exact on the
+    PyPI unix port; without --data it says what to give."""
+    import pickle
+
+    from test_hostile_files import bytes_keys, cifar_batches, write_cifar
+    from test_intmodel import tiny_bytes
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "rgb.bvit"
+    model.write_bytes(tiny_bytes("rgb"))
+    data = write_cifar(tmp_path / "cifar", {k: bytes_keys(v) for k, v in cifar_batches(n=3).items()},
+                       lambda o: pickle.dumps(o, protocol=4))
+    frames = bp.load_frames(3, str(data), model)
+    assert (frames.w, frames.h, frames.fmt) == (32, 32, "RGB565")
+    assert [len(f) for f in frames.data] == [32 * 32 * 2] * 3
+    assert frames.what == "CIFAR-10 test images 0-2, 32x32 RGB565"
+    (tmp_path / "bvitmodel.py").write_text(f"with open({str(model)!r}, 'rb') as f:\n    MODEL = f.read()\n")
+    want = bp.host_logits(model, frames)
+    port = bp.run_unix(Path(sys.executable).parent / "micropython", frames, want, ["viper"], model,
+                       "2m", path=f"{tmp_path}:{REPO / 'device'}")
+    assert [im["exact"] for im in port["backends"]["viper"]["images"]] == [True] * 3
+    with pytest.raises(bp.BenchError, match="a colour model: give --data PATH, CIFAR-10"):
+        bp.load_frames(1, None, model)
+    with pytest.raises(bp.BenchError, match="--images 4: .* has 3 test images"):
+        bp.load_frames(4, str(data), model)
 
 
 @pytest.mark.skipif(not MPY_DIR, reason="set MICROPYTHON_DIR to a MicroPython checkout (v1.28.0, "
