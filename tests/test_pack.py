@@ -140,6 +140,18 @@ def test_eval(packed, tiny_ckpt, capsys):
     assert "integer reference top-1" in out and "frames GRAYSCALE" in out
 
 
+def test_eval_limit_samples_every_class_of_a_sorted_test_set():
+    """--limit N spreads its N images over the test set: an image tree's test set comes in
+    class order, and its first N would all be one or two classes."""
+    from butterflyvit.commands.eval import spread_indices
+
+    labels = np.repeat(np.arange(10), 1000)
+    assert np.bincount(labels[spread_indices(10000, 2000)]).tolist() == [200] * 10
+    assert np.bincount(labels[spread_indices(10000, 7)], minlength=10).max() == 1
+    assert spread_indices(5, 9).tolist() == [0, 1, 2, 3, 4]
+    assert spread_indices(5, 0).tolist() == []
+
+
 def test_command_errors(packed, tiny_ckpt, capsys, tmp_path):
     from butterflyvit.checkpoint import build_model, save_checkpoint
     for kind in ("dense", "moe"):

@@ -14,13 +14,24 @@ def add_arguments(p):
                    "checkpoint's or the model file's, for the same data set)")
     p.add_argument("--cache-dir", metavar="DIR", help="decoded-image cache (CIFAR-10, folder)")
     p.add_argument("--checkpoint", metavar="CKPT", help="the float checkpoint, evaluated on the same images")
-    p.add_argument("--limit", type=nonnegative_int, metavar="N", help="only the first N test images")
+    p.add_argument("--limit", type=nonnegative_int, metavar="N",
+                   help="only N test images, spread evenly over the test set (every k-th: a test "
+                        "set stored in class order is still sampled from every class)")
     p.add_argument("--frames", action="store_true",
                    help="feed the integer model camera frames (GRAYSCALE, or RGB565 for 3 channels) "
                         "instead of the 8-bit pixels the float model sees")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the float model (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def spread_indices(total: int, n: int):
+    """n indices spread evenly over range(total) (all of them when n >= total). The first n
+    would be a biased sample of a test set stored in class order, as image trees are."""
+    import numpy as np
+
+    n = min(n, total)
+    return (np.arange(n, dtype=np.int64) * total) // n if n else np.zeros(0, np.int64)
 
 
 # Fields that do not change what a trained model computes (noise only while training).
@@ -84,12 +95,14 @@ def run(args) -> int:
     except (ValueError, ImportError) as exc:
         raise UserError(f"cannot load {dataset!r}: {exc}") from None
     split = ds.test
-    n = len(split) if args.limit is None else min(args.limit, len(split))
+    pick = spread_indices(len(split), len(split) if args.limit is None else args.limit)
+    n = len(pick)
     if ds.channels != cfg.in_channels or ds.image_size != cfg.image_size:
         raise UserError(f"{dataset} images are {ds.channels}x{ds.image_size}x{ds.image_size}, "
                         f"{args.model} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
-    images = split.images[:n].numpy()
-    labels = split.labels[:n].numpy()
+    chosen = split.images[pick]
+    images = chosen.numpy()
+    labels = split.labels[pick].numpy()
 
     float_pred = None
     if ckpt is not None:
@@ -108,7 +121,7 @@ def run(args) -> int:
         preds = []
         with torch.no_grad():
             for i in range(0, n, 500):
-                x = normalize(split.images[i:min(n, i + 500)], norm["mean"], norm["std"])
+                x = normalize(chosen[i:i + 500], norm["mean"], norm["std"])
                 preds.append(fmodel(x).argmax(-1).numpy())
         float_pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
