@@ -477,8 +477,8 @@ def markdown(res: dict) -> str:
         f"Firmware: {res['micropython']}, built by `scripts/build_firmware.py` ({res['firmware']}) "
         "with `native/` as user C module, the device code and the model frozen (the model read "
         f"in place from flash). Model: `{res['model']}`, {res['model_bytes']:,} bytes. Images: "
-        f"{res['frames']} frames sent to the board; every logit vector, on every backend and in both passes, compared with "
-        "`butterflyvit.intmodel` (*exact*).",
+        f"{res['frames']} frames sent to the board; every logit vector, on every backend and in "
+        "both passes, compared with `butterflyvit.intmodel` (*exact*).",
     ]
     for qport in QEMU_PORTS:
         q = res["ports"].get(qport)

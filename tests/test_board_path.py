@@ -168,7 +168,7 @@ def test_unix_session_on_a_real_micropython(tmp_path):
     assert "bvitnative" in port["backends"]["native"]["error"]
 
 
-def test_a_colour_model_gets_cifar10_rgb565_frames(tmp_path, monkeypatch, capsys):
+def test_a_colour_model_gets_cifar10_rgb565_frames(tmp_path, monkeypatch):
     """A colour model is sent CIFAR-10 test images as 32x32 RGB565 frames (here a tiny RGB
     model and CIFAR-10 batches in the official layout with random pixels), bit-exact on the
     PyPI unix port; without --data it says what to give."""
