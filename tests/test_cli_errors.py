@@ -206,6 +206,24 @@ def test_installed_script_exits_2(argv, names, files):
     assert_one_error_line(proc.stderr, argv.split(), expand(names, files))
 
 
+def test_a_closed_pipe_stops_quietly():
+    """`butterflyvit boards | head`: the reader is gone before the table is written. The
+    script stops with 141 (128 + SIGPIPE, as a shell reports a tool the pipe stopped) and
+    no traceback; the same command into an open pipe prints its table and exits 0."""
+    exe = str(Path(sys.executable).parent / "butterflyvit")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run([exe, "boards"], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert closed.returncode == 141, closed.stderr
+    assert closed.stderr == ""
+    opened = subprocess.run([exe, "boards"], capture_output=True, text=True, timeout=120)
+    assert opened.returncode == 0 and "esp32s3-eye" in opened.stdout
+
+
 def test_eval_with_the_matching_checkpoint_runs(files, capsys):
     """The control for the two refusals above: the checkpoint of the packed config runs."""
     rc = main(["eval", str(files["model"]), "--dataset", "digits", "--checkpoint",

@@ -16,6 +16,7 @@ past a bad image, calls both itself). Numeric options are checked by argparse ty
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from . import __version__
@@ -62,10 +63,17 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        return args._run(args) or 0
+        rc = args._run(args) or 0
+        sys.stdout.flush()   # here, so a closed pipe is caught below, not at exit
+        return rc
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`butterflyvit boards | head`): stop quietly, as Unix tools
+        # do; stdout goes to /dev/null so the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
     except Exception as exc:
         msg = user_error(exc)
         if msg is None:
