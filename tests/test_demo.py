@@ -17,3 +17,34 @@ def test_demo_reproduces_shipped_model_and_board_matches_host(tmp_path):
     assert "byte-identical to the shipped models/pico-fmnist.bvit" in out
     assert "integer logits identical on 2/2 images" in out
     assert (tmp_path / "model.bvit").read_bytes() == (REPO / "models/pico-fmnist.bvit").read_bytes()
+
+
+def test_demo_of_the_colour_model_sends_rgb565_frames_in_the_s3_eye_heap(tmp_path, monkeypatch, capsys):
+    """`demo --checkpoint models/cifar10-pico.pt --data CIFAR`: the shipped colour model packs
+    to its shipped file; its data set comes from the packed file, its test images go to the
+    board as 32x32 RGB565 frames (a colour camera's format) in the ESP32-S3-EYE's heap, and
+    the board's logits equal the host's. CIFAR-10 here: batches in the official pickle
+    layout with random pixels. Without --data it says what to give."""
+    import pickle
+
+    from butterflyvit.cli import main
+    from test_hostile_files import bytes_keys, cifar_batches, write_cifar
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(REPO)
+    data = write_cifar(tmp_path / "cifar", {k: bytes_keys(v) for k, v in cifar_batches(n=6).items()},
+                       lambda o: pickle.dumps(o, protocol=4))
+    argv = ["demo", "--checkpoint", "models/cifar10-pico.pt", "--images", "3", "--out", str(tmp_path / "out")]
+    assert main(argv + ["--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "byte-identical to the shipped models/cifar10-pico.bvit" in out
+    assert "classify 3 CIFAR-10 test images (32x32 RGB565 frames)" in out
+    assert "heap 150k" in out
+    assert "integer logits identical on 3/3 images" in out
+    # spread over the test set of 6: images 0, 2 and 4, each a 32x32 RGB565 frame
+    frames = sorted((tmp_path / "out" / "frames").iterdir())
+    assert [f.name for f in frames] == ["test00000.rgb565", "test00002.rgb565", "test00004.rgb565"]
+    assert all(f.stat().st_size == 32 * 32 * 2 for f in frames)
+
+    assert main(argv) == 2
+    assert "CIFAR-10 needs --data PATH" in capsys.readouterr().err

@@ -1,17 +1,19 @@
 """butterflyvit demo: the main job, end to end on this machine.
 
-load the shipped checkpoint (or train one) -> pack it -> classify Fashion-MNIST test
-images with the host integer reference and with the board agent (device/bvit/agent.py,
-the code the serial harness drives on a board) on the real MicroPython unix port under a
-board-sized heap -> compare the integer logits.
+load the shipped checkpoint (or train one) -> pack it -> classify test images of the
+model's data set (Fashion-MNIST as 28x28 grey frames; CIFAR-10 as 32x32 RGB565 frames, a
+colour camera's format) with the host integer reference and with the board agent
+(device/bvit/agent.py, the code the serial harness drives on a board) on the real
+MicroPython unix port under a board-sized heap -> compare the integer logits.
 """
+
+from typing import NamedTuple
 
 from . import positive_int
 
 HELP = "train or load a model, pack it, classify images on the MicroPython unix port, compare with the host"
 
 DEFAULT_CHECKPOINT = "models/pico-fmnist.pt"
-DEFAULT_SHIPPED_MODEL = "models/pico-fmnist.bvit"
 
 
 def add_arguments(p):
@@ -20,9 +22,15 @@ def add_arguments(p):
     p.add_argument("--train-steps", type=positive_int, metavar="N",
                    help="train a fresh pico model for N steps on Fashion-MNIST instead of loading one")
     p.add_argument("--images", type=positive_int, default=8, metavar="N",
-                   help="Fashion-MNIST test images to classify (default 8)")
-    p.add_argument("--heapsize", default="96k",
-                   help="MicroPython heap, like a board's (default 96k: RP2040 / ESP32 class)")
+                   help="test images to classify, spread evenly over the test set (default 8)")
+    p.add_argument("--data", metavar="PATH",
+                   help="where the model's data set is (CIFAR-10 needs it: the pickle directory, "
+                        "its archive, or an image tree or its .tar.gz; Fashion-MNIST defaults to "
+                        "the Debian package's folder)")
+    p.add_argument("--heapsize",
+                   help="MicroPython heap, like a board's (default: 96k, the ESP32-CAM class, for "
+                        "a grey model; the ESP32-S3-EYE's 150k for a colour one, the board its "
+                        "camera is for)")
     p.add_argument("--backend", default="auto", choices=["auto", "viper", "python"],
                    help="device kernels (default auto: viper where it exists)")
     p.add_argument("--out", default="out/demo", metavar="DIR", help="work folder (default out/demo)")
@@ -72,6 +80,54 @@ def _run_board(exe, heapsize, board_dir, model, frames, backend):
     return done[0]["results"]
 
 
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
+                 "folder": "image-folder"}
+
+
+class TestFrame(NamedTuple):
+    index: int      # in the test set
+    path: object    # the raw frame file the board reads
+    size: str       # "WxH"
+    pixels: bytes
+    fmt: str        # GRAYSCALE or RGB565
+    label: int
+
+
+def _board_heap(cfg):
+    """The default --heapsize: a small board's for a grey model; a colour model's board is
+    the ESP32-S3-EYE (its profile's heap)."""
+    from ..boards import get_board
+
+    return "96k" if cfg.in_channels == 1 else f"{get_board('esp32s3-eye').heap // 1024}k"
+
+
+def _test_frames(net, dataset, n, folder):
+    """n test images spread evenly over `dataset`'s test set, written to `folder` as the
+    raw frames a camera gives the board (grey model: .gray; colour model: big-endian
+    .rgb565): [TestFrame]."""
+    from ..intmodel import rgb_to_rgb565
+    from .eval import spread_indices
+
+    cfg = net.cfg
+    test = dataset.test
+    if n > len(test):
+        from ..errors import UserError
+        raise UserError(f"--images {n}: the {dataset.name} test set has {len(test)} images")
+    folder.mkdir(parents=True, exist_ok=True)
+    size = f"{cfg.image_size}x{cfg.image_size}"
+    frames = []
+    for i in spread_indices(len(test), n).tolist():
+        image = test.images[i].numpy()          # (C, H, W) uint8
+        if cfg.in_channels == 3:
+            pixels, fmt, ext = rgb_to_rgb565(image.transpose(1, 2, 0)), "RGB565", "rgb565"
+        else:
+            pixels, fmt, ext = image.reshape(cfg.image_size, cfg.image_size).tobytes(), "GRAYSCALE", "gray"
+        path = folder / f"test{i:05d}.{ext}"
+        path.write_bytes(pixels)
+        frames.append(TestFrame(i, path, size, pixels, fmt, int(test.labels[i])))
+    return frames
+
+
 def run(args) -> int:
     import filecmp
     from pathlib import Path
@@ -106,47 +162,45 @@ def run(args) -> int:
     rc = cli(["pack", str(checkpoint), "-o", str(model_file)])
     if rc:
         return rc
-    shipped = repo / DEFAULT_SHIPPED_MODEL
-    if not args.train_steps and checkpoint.resolve() == (repo / DEFAULT_CHECKPOINT).resolve() \
+    # a shipped checkpoint (models/NAME.pt) packs to the shipped models/NAME.bvit
+    shipped = checkpoint.resolve().with_suffix(".bvit")
+    if not args.train_steps and checkpoint.resolve().parent == (repo / "models").resolve() \
             and shipped.exists():
         same = filecmp.cmp(model_file, shipped, shallow=False)
-        print(f"packed file {'is byte-identical to' if same else 'DIFFERS from'} the shipped {DEFAULT_SHIPPED_MODEL}")
+        print(f"packed file {'is byte-identical to' if same else 'DIFFERS from'} the shipped "
+              f"models/{shipped.name}")
 
-    step(f"classify {args.images} Fashion-MNIST test images: host reference vs MicroPython "
-         f"unix port (heap {args.heapsize}, {args.backend} kernels)")
     net = IntModel.load(model_file)
-    cfg = net.cfg
-    test = load_dataset("fashion-mnist").test
-    if args.images > len(test):
-        raise UserError(f"--images {args.images}: the test set has {len(test)} images")
-    frames = out / "frames"
-    frames.mkdir(exist_ok=True)
+    source = net.meta.get("source")   # what the packer recorded: the checkpoint's data set
+    dataset_name = source.get("dataset") if isinstance(source, dict) else None
+    if dataset_name not in DATASET_NAMES:
+        raise UserError(f"{checkpoint}: the model names no data set the demo knows "
+                        f"({dataset_name!r}); classify your own images with `butterflyvit classify`")
+    dataset = load_dataset(dataset_name, args.data, image_size=net.cfg.image_size)
+    frames = _test_frames(net, dataset, args.images, out / "frames")
+    heapsize = args.heapsize or _board_heap(net.cfg)
+    step(f"classify {args.images} {DATASET_NAMES.get(dataset_name, dataset_name)} test images "
+         f"({frames[0].size} {frames[0].fmt} frames): host reference vs MicroPython unix port "
+         f"(heap {heapsize}, {args.backend} kernels)")
     exe = _micropython()
     board_dir = out / "board"
     _install_board(exe, repo / "device", board_dir)
-    size = f"{cfg.image_size}x{cfg.image_size}"
+    board = _run_board(exe, heapsize, board_dir, model_file,
+                       [(f.path, f.size) for f in frames], args.backend)
     classes = net.classes
-    images = [test.images[i].numpy().astype(np.uint8).reshape(cfg.image_size, cfg.image_size).tobytes()
-              for i in range(args.images)]
-    paths = []
-    for i, pixels in enumerate(images):
-        paths.append((frames / f"test{i:04d}.gray", size))
-        paths[-1][0].write_bytes(pixels)
-    board = _run_board(exe, args.heapsize, board_dir, model_file, paths, args.backend)
     exact, board_right, host_right = 0, 0, 0
-    print(f"{'#':>3}  {'label':<12} {'host':<12} {'board':<12} {'logits':<10} {'ms':>6}  heap peak")
-    for i, (pixels, r) in enumerate(zip(images, board)):
-        label = int(test.labels[i])
-        host = net.forward_frame(pixels, cfg.image_size, cfg.image_size, "GRAYSCALE")
-        host_logits = [int(v) for v in host.logits]
+    print(f"{'#':>5}  {'label':<12} {'host':<12} {'board':<12} {'logits':<10} {'ms':>6}  heap peak")
+    side = net.cfg.image_size
+    for f, r in zip(frames, board):
+        host_logits = [int(v) for v in net.forward_frame(f.pixels, side, side, f.fmt).logits]
         same = host_logits == r["logits"]
         exact += same
         host_top, board_top = int(np.argmax(host_logits)), int(np.argmax(r["logits"]))
-        host_right += host_top == label
-        board_right += board_top == label
-        print(f"{i:>3}  {classes[label]:<12} {classes[host_top]:<12} {classes[board_top]:<12} "
-              f"{'identical' if same else 'DIFFER':<10} {r['us'] / 1000:>6.0f}  "
-              f"{r['heap_peak'] / 1024:.1f} KB", flush=True)
+        host_right += host_top == f.label
+        board_right += board_top == f.label
+        print(f"{f.index:>5}  {classes[f.label]:<12} {classes[host_top]:<12} "
+              f"{classes[board_top]:<12} {'identical' if same else 'DIFFER':<10} "
+              f"{r['us'] / 1000:>6.0f}  {r['heap_peak'] / 1024:.1f} KB", flush=True)
 
     step("result")
     n = args.images
