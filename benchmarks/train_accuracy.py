@@ -337,7 +337,26 @@ def write_plot(means, path):
     return True
 
 
-def write_table():
+def plan_progress_lines(plan_name, dataset, rows):
+    """Which of the plan's runs (at its epochs) the results hold, and which are missing: the
+    plan runs over several sittings, and its tables are read before it is complete."""
+    plan = PLANS[plan_name]
+    want = expand_seeds(plan["runs"], plan["seeds"])
+    done = {name for ds, name, m in rows
+            if ds == dataset and m["train"].get("epochs") == plan["epochs"]}
+    missing = [name for name in want if name not in done]
+    out = ["## Progress of the plan", "",
+           f"`--plan {plan_name}` on {dataset}: {len(want) - len(missing)} of its {len(want)} runs "
+           f"({plan['epochs']:g} epochs, seeds {' '.join(map(str, plan['seeds']))}) are here."]
+    if missing:
+        out += ["Until all are, the tables below rank nothing beyond the runs they show. "
+                f"Missing: {', '.join(missing)}."]
+    return out + [""]
+
+
+def write_table(progress=None):
+    """The results' train_accuracy.md (and .png) from every run JSON; `progress(rows)`: lines
+    to put before the tables (plan_progress_lines)."""
     rows = load_runs()
     out = ["# Training accuracy: dense ViT vs standard MoE-ViT vs ButterflyViT", "",
            "Made by `benchmarks/train_accuracy.py`; every run is `butterflyvit train` with the "
@@ -354,6 +373,7 @@ def write_table():
            "- FFN memory: every stored byte of the feed-forward layers (`butterflyvit "
            "memory`: trits 5/byte, fp32 row scales and biases, fp16 angles, fp32 float "
            "experts); model: every stored byte of the model.", "",
+           *(progress(rows) if progress else []),
            "| data | run | ffn | E | reg. λ | angle lr × | epochs | steps | top-1 % | smoothed % | agreement | "
            "agr. smoothed | eff. experts | used | FFN memory | model memory | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -445,7 +465,8 @@ def main(argv=None):
     args = parse_args(argv)
     set_results(args.results)
     failed = [] if args.table_only else run_grid(args)
-    write_table()
+    write_table((lambda rows: plan_progress_lines(args.plan, args.dataset, rows))
+                if args.plan else None)
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed: {' '.join(failed)}")
 

@@ -117,3 +117,24 @@ def test_plan_and_seeds():
         "--smooth-routing"]
     b = ta.parse_args(["--plan", "comparison", "--epochs", "1", "--seeds", "7"])
     assert b.epochs == 1.0 and b.seeds == [7]
+
+
+def test_a_partial_plan_says_what_is_missing(tmp_path):
+    """The plan's table states how many of its runs it holds and names the missing ones;
+    a run at another budget does not count."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    metrics = json.loads(next((ROOT / "benchmarks/results/runs").glob("fashion-mnist-bfly-64.json"))
+                         .read_text())
+    for name, epochs in (("bfly-64+seed=0", 15.0), ("moe-64+seed=0", 15.0), ("dense+seed=0", 2.0)):
+        m = dict(metrics, train=dict(metrics["train"], epochs=epochs))
+        (runs / f"fashion-mnist-{name}.json").write_text(json.dumps(m))
+    ta.main(["--plan", "comparison", "--table-only", "--results", str(tmp_path)])
+    text = (tmp_path / "train_accuracy.md").read_text()
+    want = ta.expand_seeds(ta.PLANS["comparison"]["runs"], [0, 1, 2])
+    assert f"2 of its {len(want)} runs (15 epochs, seeds 0 1 2) are here." in text
+    missing = text.split("Missing: ", 1)[1].split(".\n", 1)[0].split(", ")
+    assert missing == [r for r in want if r not in ("bfly-64+seed=0", "moe-64+seed=0")]
+    # without --plan, no progress section
+    ta.main(["--table-only", "--results", str(tmp_path)])
+    assert "Progress of the plan" not in (tmp_path / "train_accuracy.md").read_text()
