@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -179,6 +180,22 @@ def test_cli_train_and_export(tmp_path, capsys):
     ck = load_checkpoint(exp)
     assert "optimizer" not in ck and ck["config"]["num_experts"] == 3
     assert json.loads((tmp_path / "m.json").read_text())["steps"] == 3
+
+
+def test_no_progress_prints_one_line_an_epoch(tmp_path, capsys):
+    """--no-progress (a log file): no bar, one plain line at each epoch's end with the step,
+    the running loss and accuracy and the time per step; the time left while there is any."""
+    rc = cli.main(["train", "--dataset", "digits", "--preset", "tiny", "--epochs", "2",
+                   "--batch-size", "250", "--threads", "1", "--eval-every", "0",
+                   "--no-progress", "--out", str(tmp_path / "p.pt")])
+    assert rc == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, err    # 1500 images / 250 = 6 steps an epoch
+    assert re.fullmatch(r"epoch 1/2: step 6/12, train loss \d\.\d{3}, acc [01]\.\d{3}, "
+                        r"\d+\.\d\d s/step, (\d+ s|about \d+ min) left", lines[0]), lines[0]
+    assert re.fullmatch(r"epoch 2/2: step 12/12, .*s/step", lines[1]), lines[1]
+    assert "\r" not in err and "it/s" not in err    # no tqdm bar
 
 
 def test_torchrun_two_processes(tmp_path):

@@ -332,7 +332,7 @@ def _train(model_cfg, tc, dist):
         bar = tqdm(total=total, initial=step, dynamic_ncols=True, desc="train")
     ema = {}
     perm_epoch, perm = -1, None
-    t0, last = time.time(), {}
+    t0, last, start_step = time.time(), {}, step
     model.train()
     while step < total:
         epoch, pos = divmod(step, steps_per_epoch)
@@ -370,6 +370,15 @@ def _train(model_cfg, tc, dist):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}
                                 | {"lr": f"{sched.get_last_lr()[0]:.1e}"}, refresh=False)
         end_of_epoch = step % steps_per_epoch == 0
+        if bar is None and end_of_epoch:
+            # without a bar (--no-progress, a log file): one plain line an epoch
+            per_step = (time.time() - t0) / (step - start_step)
+            left = per_step * (total - step)
+            _log(f"epoch {step // steps_per_epoch}/{total / steps_per_epoch:.3g}: step "
+                 f"{step}/{total}, train loss {ema['loss']:.3f}, acc {ema['acc']:.3f}, "
+                 f"{per_step:.2f} s/step" + (f", about {left / 60:.0f} min left" if left >= 60
+                                             else f", {left:.0f} s left" if step < total else ""),
+                 dist)
         if end_of_epoch and tc.eval_every and (step // steps_per_epoch) % tc.eval_every == 0 \
                 and step < total:
             last = log_eval({**evaluate(model, ds.test, mean, std, tc.eval_batch_size, dist,

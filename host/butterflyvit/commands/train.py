@@ -86,7 +86,8 @@ def add_arguments(p):
     g.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
     g.add_argument("--log", metavar="FILE", help="append evaluations as JSON lines")
     g.add_argument("--metrics-out", metavar="FILE", help="write the final metrics as JSON")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar: one plain line an epoch instead (for log files)")
 
 
 def run(args) -> int:
