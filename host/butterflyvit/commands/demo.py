@@ -1,6 +1,7 @@
 """butterflyvit demo: the main job, end to end on this machine.
 
-load the shipped checkpoint (or train one) -> pack it -> classify test images of the
+load the shipped checkpoint (or train one) -> pack it (or take a packed model file as it
+is, --model) -> classify test images of the
 model's data set (Fashion-MNIST as 28x28 grey frames; CIFAR-10 as 32x32 RGB565 frames, a
 colour camera's format) with the host integer reference and with the board agent
 (device/bvit/agent.py, the code the serial harness drives on a board) on the real
@@ -17,16 +18,20 @@ DEFAULT_CHECKPOINT = "models/pico-fmnist.pt"
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="CKPT",
-                   help=f"float checkpoint to pack (default {DEFAULT_CHECKPOINT}, the shipped one)")
-    p.add_argument("--train-steps", type=positive_int, metavar="N",
-                   help="train a fresh pico model for N steps on Fashion-MNIST instead of loading one")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="CKPT",
+                        help=f"float checkpoint to pack (default {DEFAULT_CHECKPOINT}, the shipped one)")
+    source.add_argument("--train-steps", type=positive_int, metavar="N",
+                        help="train a fresh pico model for N steps on Fashion-MNIST instead of loading one")
+    source.add_argument("--model", metavar="FILE",
+                        help="a packed model file (*.bvit) to classify with as it is: no checkpoint, "
+                             "no packing (e.g. models/cifar10-pico.bvit)")
     p.add_argument("--images", type=positive_int, default=8, metavar="N",
                    help="test images to classify, spread evenly over the test set (default 8)")
     p.add_argument("--data", metavar="PATH",
-                   help="where the model's data set is (CIFAR-10 needs it: the pickle directory, "
-                        "its archive, or an image tree or its .tar.gz; Fashion-MNIST defaults to "
-                        "the Debian package's folder)")
+                   help="where the model's data set is, for its test images and for packing's "
+                        "calibration (default: where it was when the model was made; CIFAR-10: "
+                        "the pickle directory, its archive, or an image tree or its .tar.gz)")
     p.add_argument("--heapsize",
                    help="MicroPython heap, like a board's (default: 96k, the ESP32-CAM class, for "
                         "a grey model; the ESP32-S3-EYE's 150k for a colour one, the board its "
@@ -101,50 +106,40 @@ def _board_heap(cfg):
     return "96k" if cfg.in_channels == 1 else f"{get_board('esp32s3-eye').heap // 1024}k"
 
 
-def _test_frames(net, dataset, n, folder):
-    """n test images spread evenly over `dataset`'s test set, written to `folder` as the
-    raw frames a camera gives the board (grey model: .gray; colour model: big-endian
-    .rgb565): [TestFrame]."""
-    from ..intmodel import rgb_to_rgb565
+def _test_frames(model_file, net, data, n, folder):
+    """(data set name, [TestFrame]): n test images spread evenly over the test set of the
+    model's own data set (the harness's rule: the one its file was calibrated on, read from
+    --data or where it was then), written to `folder` as the raw frames a camera gives the
+    board (grey model: .gray; colour model: big-endian .rgb565)."""
+    from ..errors import UserError
+    from ..harness.images import frame_for, load_dataset_images
+    from ..harness.transport import HarnessError
     from .eval import spread_indices
 
-    cfg = net.cfg
-    test = dataset.test
+    try:
+        test = load_dataset_images(model_file, net.meta, net.cfg, data=data)
+    except HarnessError as exc:
+        raise UserError(str(exc)) from None
     if n > len(test):
-        from ..errors import UserError
-        raise UserError(f"--images {n}: the {dataset.name} test set has {len(test)} images")
+        raise UserError(f"--images {n}: the test set has {len(test)} images")
     folder.mkdir(parents=True, exist_ok=True)
-    size = f"{cfg.image_size}x{cfg.image_size}"
     frames = []
     for i in spread_indices(len(test), n).tolist():
-        image = test.images[i].numpy()          # (C, H, W) uint8
-        if cfg.in_channels == 3:
-            pixels, fmt, ext = rgb_to_rgb565(image.transpose(1, 2, 0)), "RGB565", "rgb565"
-        else:
-            pixels, fmt, ext = image.reshape(cfg.image_size, cfg.image_size).tobytes(), "GRAYSCALE", "gray"
-        path = folder / f"test{i:05d}.{ext}"
+        pixels, w, h, fmt = frame_for(test.pixels[i])
+        path = folder / f"test{i:05d}.{'gray' if fmt == 'GRAYSCALE' else 'rgb565'}"
         path.write_bytes(pixels)
-        frames.append(TestFrame(i, path, size, pixels, fmt, int(test.labels[i])))
-    return frames
+        frames.append(TestFrame(i, path, f"{w}x{h}", pixels, fmt, test.labels[i]))
+    return test.source["dataset"], frames
 
 
-def run(args) -> int:
+def _packed_model(args, repo, out, step, cli):
+    """Train (--train-steps) or take --checkpoint, pack it into out/model.bvit: (its path, 0),
+    or (None, the exit status) when a step failed (it printed why). A shipped checkpoint, models/NAME.pt, must pack to the
+    shipped models/NAME.bvit: the demo says whether it does."""
     import filecmp
     from pathlib import Path
 
-    import numpy as np
-
-    from ..cli import main as cli
-    from ..data import load_dataset
     from ..errors import UserError
-    from ..intmodel import IntModel
-
-    repo = Path(__file__).resolve().parents[3]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def step(msg):
-        print(f"\n== {msg}", flush=True)
 
     checkpoint = Path(args.checkpoint)
     if args.train_steps:
@@ -153,31 +148,56 @@ def run(args) -> int:
         rc = cli(["train", "--preset", "pico", "--dataset", "fashion-mnist",
                   "--steps", str(args.train_steps), "--out", str(checkpoint)])
         if rc:
-            return rc
+            return None, rc
     elif not checkpoint.exists():
-        raise UserError(f"--checkpoint {checkpoint}: no such file (use --train-steps N to train one)")
+        raise UserError(f"--checkpoint {checkpoint}: no such file (use --train-steps N to train "
+                        "one, or --model FILE.bvit for a packed model)")
 
-    step(f"pack: {checkpoint} -> {out / 'model.bvit'}")
     model_file = out / "model.bvit"
-    rc = cli(["pack", str(checkpoint), "-o", str(model_file)])
+    step(f"pack: {checkpoint} -> {model_file}")
+    rc = cli(["pack", str(checkpoint), "-o", str(model_file)]
+             + (["--data", args.data] if args.data else []))
     if rc:
-        return rc
-    # a shipped checkpoint (models/NAME.pt) packs to the shipped models/NAME.bvit
+        return None, rc
     shipped = checkpoint.resolve().with_suffix(".bvit")
     if not args.train_steps and checkpoint.resolve().parent == (repo / "models").resolve() \
             and shipped.exists():
         same = filecmp.cmp(model_file, shipped, shallow=False)
         print(f"packed file {'is byte-identical to' if same else 'DIFFERS from'} the shipped "
               f"models/{shipped.name}")
+    return model_file, 0
 
-    net = IntModel.load(model_file)
-    source = net.meta.get("source")   # what the packer recorded: the checkpoint's data set
-    dataset_name = source.get("dataset") if isinstance(source, dict) else None
-    if dataset_name not in DATASET_NAMES:
-        raise UserError(f"{checkpoint}: the model names no data set the demo knows "
-                        f"({dataset_name!r}); classify your own images with `butterflyvit classify`")
-    dataset = load_dataset(dataset_name, args.data, image_size=net.cfg.image_size)
-    frames = _test_frames(net, dataset, args.images, out / "frames")
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..cli import main as cli
+    from ..errors import UserError
+    from ..intmodel import IntModel
+    from ..modelfile import ModelFormatError
+
+    repo = Path(__file__).resolve().parents[3]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def step(msg):
+        print(f"\n== {msg}", flush=True)
+
+    if args.model:
+        model_file = Path(args.model)
+        if not model_file.is_file():
+            raise UserError(f"--model {model_file}: no such file")
+    else:
+        model_file, rc = _packed_model(args, repo, out, step, cli)
+        if rc:
+            return rc
+    try:
+        net = IntModel.load(model_file)
+    except ModelFormatError as exc:
+        raise UserError(f"{model_file}: {exc}") from None
+    dataset_name, frames = _test_frames(model_file, net, args.data, args.images, out / "frames")
     heapsize = args.heapsize or _board_heap(net.cfg)
     step(f"classify {args.images} {DATASET_NAMES.get(dataset_name, dataset_name)} test images "
          f"({frames[0].size} {frames[0].fmt} frames): host reference vs MicroPython unix port "
