@@ -32,7 +32,7 @@ def add_arguments(p):
                    help="where the model's data set is, for its test images and for packing's "
                         "calibration (default: where it was when the model was made; CIFAR-10: "
                         "the pickle directory, its archive, or an image tree or its .tar.gz)")
-    p.add_argument("--heapsize",
+    p.add_argument("--heapsize", metavar="SIZE",
                    help="MicroPython heap, like a board's (default: 96k, the ESP32-CAM class, for "
                         "a grey model; the ESP32-S3-EYE's 150k for a colour one, the board its "
                         "camera is for)")
