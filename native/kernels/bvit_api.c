@@ -580,6 +580,25 @@ const char *bvit_api_linear_acc(const bvit_buf_t *x, const bvit_buf_t *w,
 
 /* ---------------------------------------------------------------- LayerNorm, softmax */
 
+/* LayerNorm's other parameters, one set of rules for a row (layernorm) and for tokens
+   (ln_tokens): shift 1..30, E 0..2^40-1, |B| < 2^30 (the gains' rule depends on their type). */
+static const char *check_ln_params(const int32_t *b, size_t d, long shift, int64_t E)
+{
+    size_t i;
+    if (shift < 1 || shift > 30) {
+        return "Vshift must be in 1..30";
+    }
+    if (E < 0 || E >= ((int64_t)1 << 40)) {
+        return "VE must be in 0..2^40-1";
+    }
+    for (i = 0; i < d; i++) {
+        if (b[i] <= -(1L << 30) || b[i] >= (1L << 30)) {
+            return "VB values must satisfy |B| < 2^30";
+        }
+    }
+    return NULL;
+}
+
 const char *bvit_api_layernorm(const bvit_buf_t *x, const bvit_buf_t *G, const bvit_buf_t *B,
                                long shift, int64_t E, const bvit_buf_t *out)
 {
@@ -596,22 +615,14 @@ const char *bvit_api_layernorm(const bvit_buf_t *x, const bvit_buf_t *G, const b
     if (count(G) != d || count(B) != d || count(out) != d) {
         return "VG, B and out must have as many elements as x";
     }
-    if (shift < 1 || shift > 30) {
-        return "Vshift must be in 1..30";
-    }
-    if (E < 0 || E >= ((int64_t)1 << 40)) {
-        return "VE must be in 0..2^40-1";
-    }
     g = (const int32_t *)G->buf;
     b = (const int32_t *)B->buf;
     for (i = 0; i < d; i++) {
         if (g[i] <= -32768 || g[i] >= 32768) {
             return "VG values must satisfy |G| < 2^15";
         }
-        if (b[i] <= -(1L << 30) || b[i] >= (1L << 30)) {
-            return "VB values must satisfy |B| < 2^30";
-        }
     }
+    TRY(check_ln_params(b, d, shift, E));
     bvit_layernorm(x->buf, x->type == 'b' ? 8 : 16, d, g, b, (int32_t)shift, E,
                    (int8_t *)out->buf);
     return NULL;
@@ -969,22 +980,14 @@ const char *bvit_api_ln_tokens(const bvit_buf_t *x, long n, const bvit_buf_t *G,
     if (work_ints(work) < (long)d) {
         return "Vwork must be an array('i') or bytearray of at least len(G) int32";
     }
-    if (shift < 1 || shift > 30) {
-        return "Vshift must be in 1..30";
-    }
-    if (E < 0 || E >= ((int64_t)1 << 40)) {
-        return "VE must be in 0..2^40-1";
-    }
     g = (const int16_t *)G->buf;
     b = (const int32_t *)B->buf;
     for (i = 0; i < d; i++) {
         if (g[i] == -32768) {
             return "VG values must satisfy |G| < 2^15";
         }
-        if (b[i] <= -(1L << 30) || b[i] >= (1L << 30)) {
-            return "VB values must satisfy |B| < 2^30";
-        }
     }
+    TRY(check_ln_params(b, d, shift, E));
     bvit_layernorm_tokens((const int16_t *)x->buf, (size_t)n, d, g, b, (int32_t)shift, E,
                           (int32_t *)work->buf, (int8_t *)out->buf);
     return NULL;
