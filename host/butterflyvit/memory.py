@@ -9,8 +9,8 @@ The paper's count (arXiv 2603.06746, its headline memory figure):
   7 layers, dim 256, ffn 1024, E 64, n_l 4: 939,524,096 B vs 2,656,174 B = 353.7x.
 It leaves out the shared output projection, the row scales, the router, and everything
 outside the experts. The full count (`full_accounting`) includes all of it:
-  - ternary matrices at 5 trits per byte (3^5 = 243 <= 256; 1.6 bits/trit), per matrix
-    rounded up to whole bytes;
+  - ternary matrices at 5 trits per byte (3^5 = 243 <= 256; 1.6 bits/trit), each row
+    rounded up to whole bytes as the file stores them (1.625 bits/trit at 64 or 256);
   - per-row scales (gamma) at `scale_bytes`; angles at `angle_bytes` (padded pairs
     included: they are stored, as zeros);
   - every other tensor (embeddings, attention, norms, router, head, biases, float
