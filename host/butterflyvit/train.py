@@ -374,11 +374,11 @@ def _train(model_cfg, tc, dist):
             # without a bar (--no-progress, a log file): one plain line an epoch
             per_step = (time.time() - t0) / (step - start_step)
             left = per_step * (total - step)
+            eta = (f", about {left / 60:.0f} min left" if left >= 60 else
+                   f", {left:.0f} s left" if left else "")
             _log(f"epoch {step // steps_per_epoch}/{total / steps_per_epoch:.3g}: step "
                  f"{step}/{total}, train loss {ema['loss']:.3f}, acc {ema['acc']:.3f}, "
-                 f"{per_step:.2f} s/step" + (f", about {left / 60:.0f} min left" if left >= 60
-                                             else f", {left:.0f} s left" if step < total else ""),
-                 dist)
+                 f"{per_step:.2f} s/step{eta}", dist)
         if end_of_epoch and tc.eval_every and (step // steps_per_epoch) % tc.eval_every == 0 \
                 and step < total:
             last = log_eval({**evaluate(model, ds.test, mean, std, tc.eval_batch_size, dist,

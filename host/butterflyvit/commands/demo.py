@@ -1,11 +1,11 @@
 """butterflyvit demo: the main job, end to end on this machine.
 
 load the shipped checkpoint (or train one) -> pack it (or take a packed model file as it
-is, --model) -> classify test images of the
-model's data set (Fashion-MNIST as 28x28 grey frames; CIFAR-10 as 32x32 RGB565 frames, a
-colour camera's format) with the host integer reference and with the board agent
-(device/bvit/agent.py, the code the serial harness drives on a board) on the real
-MicroPython unix port under a board-sized heap -> compare the integer logits.
+is, --model) -> classify test images of the model's data set (Fashion-MNIST as 28x28 grey
+frames; CIFAR-10 as 32x32 RGB565 frames, a colour camera's format) with the host integer
+reference and with the board agent (device/bvit/agent.py, the code the serial harness
+drives on a board) on the real MicroPython unix port under a board-sized heap -> compare
+the integer logits.
 """
 
 from typing import NamedTuple
@@ -134,8 +134,8 @@ def _test_frames(model_file, net, data, n, folder):
 
 def _packed_model(args, repo, out, step, cli):
     """Train (--train-steps) or take --checkpoint, pack it into out/model.bvit: (its path, 0),
-    or (None, the exit status) when a step failed (it printed why). A shipped checkpoint, models/NAME.pt, must pack to the
-    shipped models/NAME.bvit: the demo says whether it does."""
+    or (None, the exit status) when a step failed (it printed why). A shipped checkpoint,
+    models/NAME.pt, must pack to the shipped models/NAME.bvit: the demo says whether it does."""
     import filecmp
     from pathlib import Path
 
