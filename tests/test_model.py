@@ -332,6 +332,48 @@ def test_butterfly_moe_matches_definition():
         torch.testing.assert_close(y[b, t], q_out @ h + m.w_out.bias, atol=1e-5, rtol=1e-5)
 
 
+def unsorted_layer(m, x):
+    """The MoE layers as first written, every product's output put back in token order and
+    the k rows summed after: the reference for the sorted rows (ExpertGroups)."""
+    b, n, d = x.shape
+    gates, idx = m._route(x)
+    k, flat = m.top_k, idx.reshape(-1)
+    rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
+    if isinstance(m, StandardMoE):
+        h = torch.relu(grouped_linear(rows, flat, m.w1.transpose(1, 2), m.b1))
+        y = grouped_linear(h, flat, m.w2.transpose(1, 2), m.b2)
+        return (y.reshape(b * n, k, d) * gates.reshape(b * n, k, 1)).sum(1).reshape(b, n, d)
+    h = torch.relu(grouped_linear(rows, flat, m.expert_matrices_t()))
+    h = (h.reshape(b * n, k, m.ffn_dim) * gates.reshape(b * n, k, 1)).sum(1)
+    return m.w_out(h).reshape(b, n, d)
+
+
+@pytest.mark.parametrize("ffn", ["moe", "butterfly"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_sorted_rows_give_the_unsorted_layers_bits(ffn, top_k):
+    """Rows sorted once and mixed by a scatter-add: the standard MoE gives the very floats, in
+    the output and in every gradient, of the layer that puts each product back in token
+    order (top-1 and top-2: a sum of two is the same float in either order), so its
+    training curves do not move. ButterflyViT's grouped path also gates the rows before the
+    expert (g ReLU(W x) = ReLU(W (g x))): the same values up to float rounding."""
+    torch.manual_seed(4)
+    cfg = small_cfg(dim=16, ffn_dim=32, heads=2, butterfly_stages=3, num_experts=6,
+                    top_k=top_k, router_noise=0.0)
+    m = (ButterflyMoE(cfg, impl="grouped") if ffn == "butterfly" else StandardMoE(cfg)).train()
+    x = torch.randn(3, 16, 16, requires_grad=True)
+    outs = []
+    for f in (m, lambda x: unsorted_layer(m, x)):
+        y = f(x)
+        grads = torch.autograd.grad(y.square().sum(), [x, *m.parameters()], allow_unused=True)
+        outs.append((y, grads))
+    (y, grads), (y_ref, grads_ref) = outs
+    same = torch.equal if ffn == "moe" else \
+        (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-5))
+    assert same(y, y_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        assert (g is None and g_ref is None) or same(g, g_ref)
+
+
 def test_grouped_linear_matches_rowwise():
     torch.manual_seed(0)
     w = torch.randn(4, 6, 3)

@@ -160,22 +160,56 @@ class _MoEBase(nn.Module):
         return gates, idx
 
 
+class ExpertGroups:
+    """The (token, slot) rows of a layer sorted by expert, so that each expert's rows are one
+    contiguous segment: `order` (stable argsort of the flat top-k indices), `counts` (rows of
+    each expert), `token` (the token of each sorted row). The sort is made once per layer
+    and the rows stay sorted through every per-expert product; `mix` undoes it while it sums
+    each token's k rows, so no full-width tensor is unsorted."""
+
+    def __init__(self, idx: torch.Tensor, num_experts: int, top_k: int):
+        self.order = torch.argsort(idx, stable=True)
+        self.counts = torch.bincount(idx, minlength=num_experts).tolist()
+        self.token = self.order // top_k
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x (tokens, d) -> the sorted rows (tokens * k, d): each token once per expert."""
+        return x[self.token]
+
+    def gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """gates (..., k) -> the gate of each sorted row, (tokens * k, 1)."""
+        return gates.reshape(-1)[self.order].unsqueeze(1)
+
+    def mix(self, h: torch.Tensor, gates: torch.Tensor | None, tokens: int) -> torch.Tensor:
+        """sum over each token's k sorted rows of gate * row (gates None: rows already
+        gated): (tokens, width). One scatter-add; with k <= 2 the sum is the same float as an
+        unsorted gates-weighted sum (0 + a + b)."""
+        if gates is not None:
+            h = h * self.gates(gates)
+        return h.new_zeros(tokens, h.shape[1]).index_add_(0, self.token, h)
+
+
+def segment_linear(rows: torch.Tensor, counts: list, weight_t: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """rows (M, d) sorted by expert, counts[e] of expert e -> (M, f), each expert's segment
+    times weight_t[e] (d, f) (+ bias[e]): one matmul a segment. A loop over the segments,
+    as in common MoE code: CPU PyTorch has no grouped matmul, and a zero-padded batched
+    matmul measured slower here. Experts with no rows run on an empty segment, so every
+    weight stays in the graph (DDP)."""
+    ws = weight_t.unbind(0)  # one backward op for all experts (indexing makes E zero-fills)
+    bs = bias.unbind(0) if bias is not None else [None] * len(ws)
+    return torch.cat([xe @ w if b is None else torch.addmm(b, xe, w)
+                      for xe, w, b in zip(torch.split(rows, counts), ws, bs)])
+
+
 def grouped_linear(rows: torch.Tensor, idx: torch.Tensor, weight_t: torch.Tensor,
                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """rows (M, d), idx (M,) expert of each row, weight_t (E, d, f), bias (E, f) or None
-    -> (M, f) with row i = rows[i] @ weight_t[idx[i]] (+ bias[idx[i]]).
-
-    Rows are sorted by expert (argsort, no loop) and each expert's segment is one matmul.
-    That is a loop over the experts' segments, as in common MoE code: CPU PyTorch has no
-    grouped matmul, and a zero-padded batched matmul measured slower here. Experts with
-    no rows run on an empty segment, so every weight stays in the graph (DDP)."""
+    -> (M, f) with row i = rows[i] @ weight_t[idx[i]] (+ bias[idx[i]]), in the rows' order.
+    Rows are sorted by expert (argsort, no loop) for segment_linear and put back."""
     order = torch.argsort(idx, stable=True)
     counts = torch.bincount(idx, minlength=weight_t.shape[0]).tolist()
-    ws = weight_t.unbind(0)  # one backward op for all experts (indexing makes E zero-fills)
-    bs = bias.unbind(0) if bias is not None else [None] * len(ws)
-    outs = [xe @ w if b is None else torch.addmm(b, xe, w)
-            for xe, w, b in zip(torch.split(rows[order], counts), ws, bs)]
-    ys = torch.cat(outs)
+    ys = segment_linear(rows[order], counts, weight_t, bias)
     return torch.empty_like(ys).index_copy(0, order, ys)
 
 
@@ -345,14 +379,20 @@ class ButterflyMoE(_MoEBase):
         h = F.linear(h, self.w_in.quantized_weight())
         return F.relu(block_rotate(h, slot, cap, pt))
 
-    def expert_hidden(self, x: torch.Tensor, idx: torch.Tensor, impl: str | None = None):
-        """h for rows x (M, dim) routed to experts idx (M,), on path `impl` (default self.impl;
-        "auto" asks the cost model)."""
+    def path_for(self, idx: torch.Tensor, impl: str | None = None) -> str:
+        """The path rows routed to experts idx (M,) take: `impl` (default self.impl), "auto"
+        asking the cost model; recorded in last_impl."""
         impl = impl or self.impl
         if impl == "auto":
             cap = int(torch.bincount(idx, minlength=self.num_experts).max()) if idx.numel() else 0
             impl = self.choose_impl(idx.numel(), cap)
         self.last_impl = impl
+        return impl
+
+    def expert_hidden(self, x: torch.Tensor, idx: torch.Tensor, impl: str | None = None):
+        """h for rows x (M, dim) routed to experts idx (M,), on path `impl` (default self.impl;
+        "auto" asks the cost model)."""
+        impl = self.path_for(idx, impl)
         if impl == "factored":
             return self.expert_hidden_factored(x, idx)
         if impl == "slots":
@@ -365,10 +405,21 @@ class ButterflyMoE(_MoEBase):
         b, n, d = x.shape
         gates, idx = self._route(x)
         k = self.top_k
-        rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
-        h = self.expert_hidden(rows, idx.reshape(-1))
-        h = (h.reshape(b * n, k, self.ffn_dim) * gates.reshape(b * n, k, 1)).sum(1)
-        return self.w_out(h).reshape(b, n, d)
+        flat = idx.reshape(-1)
+        impl = self.path_for(flat)
+        if impl == "grouped":
+            # Rows stay sorted by expert from the gather to the mixture (ExpertGroups), and
+            # the gate scales the row before its expert, g ReLU(W x) = ReLU(W (g x)) as g >= 0:
+            # a multiply at width dim instead of ffn_dim (forward and backward).
+            groups = ExpertGroups(flat, self.num_experts, k)
+            rows = groups.rows(x.reshape(b * n, d)) * groups.gates(gates)
+            h = F.relu(segment_linear(rows, groups.counts, self.expert_matrices_t()))
+            mixed = groups.mix(h, None, b * n)
+        else:
+            rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
+            h = self.expert_hidden(rows, flat, impl)
+            mixed = (h.reshape(b * n, k, self.ffn_dim) * gates.reshape(b * n, k, 1)).sum(1)
+        return self.w_out(mixed).reshape(b, n, d)
 
 
 class StandardMoE(_MoEBase):
@@ -376,7 +427,8 @@ class StandardMoE(_MoEBase):
 
     Parameters: router.weight (E, dim); w1 (E, ffn_dim, dim); b1 (E, ffn_dim);
     w2 (E, dim, ffn_dim); b2 (E, dim). y = sum_e g_e (W2_e ReLU(W1_e x + b1_e) + b2_e).
-    Rows are grouped by expert (grouped_linear), as in ButterflyMoE's "grouped" path.
+    Rows are sorted by expert once (ExpertGroups) and stay sorted through both products,
+    as in ButterflyMoE's "grouped" path.
     """
 
     def __init__(self, cfg):
@@ -393,13 +445,11 @@ class StandardMoE(_MoEBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         gates, idx = self._route(x)
-        k = self.top_k
-        rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
-        flat = idx.reshape(-1)
-        h = F.relu(grouped_linear(rows, flat, self.w1.transpose(1, 2), self.b1))
-        y = grouped_linear(h, flat, self.w2.transpose(1, 2), self.b2)
-        y = (y.reshape(b * n, k, d) * gates.reshape(b * n, k, 1)).sum(1)
-        return y.reshape(b, n, d)
+        groups = ExpertGroups(idx.reshape(-1), self.num_experts, self.top_k)
+        h = F.relu(segment_linear(groups.rows(x.reshape(b * n, d)), groups.counts,
+                                  self.w1.transpose(1, 2), self.b1))
+        y = segment_linear(h, groups.counts, self.w2.transpose(1, 2), self.b2)
+        return groups.mix(y, gates, b * n).reshape(b, n, d)
 
 
 class DenseFFN(nn.Module):
