@@ -397,8 +397,9 @@ def write_table(progress=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     if rows:
         summary, means = summary_lines(rows)
+        if not write_plot(means, RESULTS / PLOT):   # fewer than two numbers of experts
+            summary = [line.replace(f" (plot: `{PLOT}`)", "") for line in summary]
         out += summary + [""]
-        write_plot(means, RESULTS / PLOT)
     path = RESULTS / "train_accuracy.md"
     # hand-written notes below NOTES_MARKER survive a rebuild of the tables
     old = path.read_text() if path.exists() else ""

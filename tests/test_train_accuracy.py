@@ -80,6 +80,7 @@ def test_tables_over_seeds_and_experts_match_the_runs(grid):
         assert float(r["memory ratio"].rstrip("x")) > 5
     png = grid / "results" / "train_accuracy.png"   # ButterflyViT at 4 and 8 experts
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(plot: `train_accuracy.png`)" in text
 
 
 def test_a_failed_run_is_reported_and_the_rest_go_on(tmp_path, capsys):
@@ -135,6 +136,9 @@ def test_a_partial_plan_says_what_is_missing(tmp_path):
     assert f"2 of its {len(want)} runs (15 epochs, seeds 0 1 2) are here." in text
     missing = text.split("Missing: ", 1)[1].split(".\n", 1)[0].split(", ")
     assert missing == [r for r in want if r not in ("bfly-64+seed=0", "moe-64+seed=0")]
+    # one number of experts: the comparison table, but no plot, and no mention of one
+    assert "## ButterflyViT against the standard MoE" in text and "(plot:" not in text
+    assert not (tmp_path / "train_accuracy.png").exists()
     # without --plan, no progress section
     ta.main(["--table-only", "--results", str(tmp_path)])
     assert "Progress of the plan" not in (tmp_path / "train_accuracy.md").read_text()
