@@ -126,8 +126,9 @@ def live(net, cam, top_k=3, frames=0, out=print, save=None, print_logits=False):
     """grab -> classify -> one line a frame: the top-k classes with their scores, the
     frame's ms (camera ms), the heap in use and free, the frames per second so far.
     frames=0: until Ctrl-C. save: a file name stem: when the loop ends (after `frames`,
-    or at Ctrl-C) the last frame is written as STEM_WxH.ext, with its logits, to
-    classify on the host and compare. Returns the frames classified."""
+    or at Ctrl-C) the last frame (Ctrl-C between two frames: one more) is written as
+    STEM_WxH.ext, with its logits, to classify on the host and compare. Returns the frames
+    classified."""
     from .timing import ticks_ms, ticks_diff
     n = 0
     frame = logits = None
@@ -152,6 +153,8 @@ def live(net, cam, top_k=3, frames=0, out=print, save=None, print_logits=False):
                 out("logits: " + " ".join(str(v) for v in logits))
     except KeyboardInterrupt:
         out("stopped after %d frames" % n)
+        if save and frame is None and n:    # Ctrl-C came between two frames: take one more
+            frame = cam.capture()
     if save and frame is not None:
         if logits is None:                  # Ctrl-C came while it was being classified
             logits = net.classify_frame(frame)
