@@ -140,6 +140,19 @@ def test_per_row_angles_and_blocks():
         torch.testing.assert_close(torch.block_diag(*blocks[i]), full)
 
 
+@pytest.mark.parametrize("lead", [(), (2, 3)])
+@pytest.mark.parametrize("n_l", [0, 2, 4])
+def test_butterfly_blocks_any_leading_shape(lead, n_l):
+    """Blocks for no leading dimension or several: each the dense B's diagonal blocks."""
+    gen = torch.Generator().manual_seed(n_l)
+    a = torch.randn(*lead, n_l, 8, generator=gen, dtype=torch.float64)
+    blocks = butterfly_blocks(torch.cos(a), torch.sin(a))
+    bs = 1 << n_l
+    assert blocks.shape == (*lead, 16 // bs, bs, bs)
+    for i in itertools.product(*map(range, lead)):
+        torch.testing.assert_close(torch.block_diag(*blocks[i]), butterfly_matrix(a[i], 16))
+
+
 def test_init_angles_small_and_masked():
     a = init_angles(64, 20, 4)
     assert a.shape == (64, 4, 16)
@@ -351,7 +364,8 @@ def unsorted_layer(m, x):
 @pytest.mark.parametrize("ffn", ["moe", "butterfly"])
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_sorted_rows_give_the_unsorted_layers_bits(ffn, top_k):
-    """Rows sorted once and mixed by a scatter-add: the standard MoE gives the very floats, in
+    """Rows sorted once, each expert's output added into its tokens' rows segment by segment
+    (ExpertGroups.mix_experts): the standard MoE gives the very floats, in
     the output and in every gradient, of the layer that puts each product back in token
     order (top-1 and top-2: a sum of two is the same float in either order), so its
     training curves do not move. ButterflyViT's grouped path also gates the rows before the

@@ -120,20 +120,28 @@ def butterfly_blocks(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         [[c * M_a, -s * M_b],
          [s * M_a,  c * M_b]]    (c, s scale the rows).
     About 2 * bs * n_pad multiplies, in n_l small steps (training forms these for every
-    expert at every step, so this is on the hot path)."""
+    expert at every step, so this is on the hot path). The steps run with the leading
+    (expert) index innermost, where every multiply is a contiguous run the CPU vectorises;
+    the trailing layout made each one broadcast along runs of h (1.4x slower forward +
+    backward at 64 experts, same values and gradients). The result is a permuted view."""
     n_l, half = cos.shape[-2], cos.shape[-1]
     n_pad, lead = 2 * half, cos.shape[:-2]
-    m = torch.ones(*lead, n_pad, 1, 1, dtype=cos.dtype, device=cos.device)
+    # (..., n_l, half) -> (n_l, half, L), L = the leading dimensions flattened
+    width = math.prod(lead)
+    cos = cos.reshape(width, n_l, half).permute(1, 2, 0)
+    sin = sin.reshape(width, n_l, half).permute(1, 2, 0)
+    m = torch.ones(n_pad, 1, 1, width, dtype=cos.dtype, device=cos.device)
     for l in range(n_l):
         h = 1 << l
         groups = n_pad // (2 * h)
-        c = cos[..., l, :].reshape(*lead, groups, h, 1)
-        s = sin[..., l, :].reshape(*lead, groups, h, 1)
-        pairs = m.reshape(*lead, groups, 2, h, h)
-        m_a, m_b = pairs[..., 0, :, :], pairs[..., 1, :, :]
-        m = torch.cat((torch.cat((c * m_a, -s * m_b), -1),
-                       torch.cat((s * m_a, c * m_b), -1)), -2)
-    return m
+        c = cos[l].reshape(groups, h, 1, width)
+        s = sin[l].reshape(groups, h, 1, width)
+        pairs = m.reshape(groups, 2, h, h, width)
+        m_a, m_b = pairs[:, 0], pairs[:, 1]
+        m = torch.cat((torch.cat((c * m_a, -s * m_b), 2),
+                       torch.cat((s * m_a, c * m_b), 2)), 1)
+    bs = 1 << n_l
+    return m.permute(3, 0, 1, 2).reshape(*lead, n_pad // bs, bs, bs)
 
 
 def init_angles(num: int, n: int, n_stages: int, std: float = 0.02,
