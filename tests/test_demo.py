@@ -23,6 +23,22 @@ def test_demo_reproduces_shipped_model_and_board_matches_host(tmp_path):
     assert (tmp_path / "model.bvit").read_bytes() == (REPO / "models/pico-fmnist.bvit").read_bytes()
 
 
+def test_demo_checks_a_shipped_pair_in_any_checkout(tmp_path):
+    """models/NAME.pt next to models/NAME.bvit, outside this checkout (another clone, a copy):
+    the demo still compares its packing with that file, and says when they differ."""
+    models = tmp_path / "clone" / "models"
+    models.mkdir(parents=True)
+    (models / "pico-fmnist.pt").write_bytes((REPO / "models/pico-fmnist.pt").read_bytes())
+    tampered = bytearray((REPO / "models/pico-fmnist.bvit").read_bytes())
+    tampered[-1] ^= 1
+    (models / "pico-fmnist.bvit").write_bytes(tampered)
+    exe = Path(sys.executable).parent / "butterflyvit"
+    proc = subprocess.run([str(exe), "demo", "--checkpoint", str(models / "pico-fmnist.pt"),
+                           "--images", "1", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DIFFERS from the shipped models/pico-fmnist.bvit" in proc.stdout
+
 def synthetic_cifar(tmp_path, n=6):
     """CIFAR-10 batches in the official pickle layout, random pixels, n images each."""
     import pickle

@@ -132,7 +132,7 @@ def _test_frames(model_file, net, data, n, folder):
     return test.source["dataset"], frames
 
 
-def _packed_model(args, repo, out, step, cli):
+def _packed_model(args, out, step, cli):
     """Train (--train-steps) or take --checkpoint, pack it into out/model.bvit: (its path, 0),
     or (None, the exit status) when a step failed (it printed why). A shipped checkpoint,
     models/NAME.pt, must pack to the shipped models/NAME.bvit: the demo says whether it does."""
@@ -159,9 +159,9 @@ def _packed_model(args, repo, out, step, cli):
              + (["--data", args.data] if args.data else []))
     if rc:
         return None, rc
+    # A shipped pair, models/NAME.pt and models/NAME.bvit, in whichever checkout it is
     shipped = checkpoint.resolve().with_suffix(".bvit")
-    if not args.train_steps and checkpoint.resolve().parent == (repo / "models").resolve() \
-            and shipped.exists():
+    if not args.train_steps and shipped.parent.name == "models" and shipped.exists():
         same = filecmp.cmp(model_file, shipped, shallow=False)
         print(f"packed file {'is byte-identical to' if same else 'DIFFERS from'} the shipped "
               f"models/{shipped.name}")
@@ -190,7 +190,7 @@ def run(args) -> int:
         if not model_file.is_file():
             raise UserError(f"--model {model_file}: no such file")
     else:
-        model_file, rc = _packed_model(args, repo, out, step, cli)
+        model_file, rc = _packed_model(args, out, step, cli)
         if rc:
             return rc
     try:
