@@ -78,12 +78,14 @@ def without_seed(name):
 # The paper's comparison at a budget that ranks models (--plan comparison): dense vs standard
 # MoE vs ButterflyViT, accuracy and memory against the number of experts, the smoothness
 # regulariser's weight and routing on smoothed logits; every run at every seed of --seeds.
+# Order: the first `run_major` runs (the headline comparison) at all their seeds, then the
+# rest seed by seed, so that a plan cut short has one seed of every setting before a second.
 PLANS = {
     "comparison": {
         "runs": ["dense", "moe-64", "bfly-64",
                  *(f"{kind}-{e}" for e in (4, 8, 16, 32) for kind in ("moe", "bfly")),
                  "bfly-64+reg=0.001", "bfly-64+reg=0.01", "bfly-64+reg=0.1", "bfly-64+sr"],
-        "epochs": 15.0, "seeds": [0, 1, 2]},
+        "epochs": 15.0, "seeds": [0, 1, 2], "run_major": 3},
 }
 
 
@@ -116,17 +118,20 @@ def command(args, name):
     return cmd + flags + list(args.extra)
 
 
-def expand_seeds(runs, seeds):
-    """Every run at every seed ("bfly-64" -> "bfly-64+seed=0", ...); no seeds: runs as given."""
+def expand_seeds(runs, seeds, run_major=None):
+    """Every run at every seed ("bfly-64" -> "bfly-64+seed=0", ...); no seeds: runs as given.
+    Each run's seeds in turn, or, from run number `run_major` on, each seed's runs in turn."""
     if not seeds:
         return list(runs)
-    return [f"{without_seed(r)}+seed={s}" for r in runs for s in seeds]
+    first = len(runs) if run_major is None else run_major
+    return ([f"{without_seed(r)}+seed={s}" for r in runs[:first] for s in seeds]
+            + [f"{without_seed(r)}+seed={s}" for s in seeds for r in runs[first:]])
 
 
 def run_grid(args):
     """Run every pending run, up to --jobs at once; returns the names of the failed ones."""
     RUNS.mkdir(parents=True, exist_ok=True)
-    runs = expand_seeds(args.runs, args.seeds)
+    runs = expand_seeds(args.runs, args.seeds, args.run_major)
     pending = []
     for i, name in enumerate(runs, 1):
         out = RUNS / f"{args.dataset}-{name}.json"
@@ -341,7 +346,7 @@ def plan_progress_lines(plan_name, dataset, rows):
     """Which of the plan's runs (at its epochs) the results hold, and which are missing: the
     plan runs over several sittings, and its tables are read before it is complete."""
     plan = PLANS[plan_name]
-    want = expand_seeds(plan["runs"], plan["seeds"])
+    want = expand_seeds(plan["runs"], plan["seeds"], plan.get("run_major"))
     done = {name for ds, name, m in rows
             if ds == dataset and m["train"].get("epochs") == plan["epochs"]}
     missing = [name for name in want if name not in done]
@@ -450,6 +455,7 @@ def parse_args(argv=None):
     args.runs = args.runs or plan.get("runs") or list(GRID)
     args.epochs = args.epochs if args.epochs is not None else plan.get("epochs", 2.0)
     args.seeds = args.seeds or plan.get("seeds")
+    args.run_major = plan.get("run_major") if args.runs == plan.get("runs") else None
     for name in args.runs:
         try:
             run_flags(name, args.reg)

@@ -118,6 +118,16 @@ def test_plan_and_seeds():
         "--smooth-routing"]
     b = ta.parse_args(["--plan", "comparison", "--epochs", "1", "--seeds", "7"])
     assert b.epochs == 1.0 and b.seeds == [7]
+    # the plan: its headline runs seed after seed, then one seed of every other run at a time
+    order = ta.expand_seeds(a.runs, a.seeds, a.run_major)
+    assert order[:10] == ["dense+seed=0", "dense+seed=1", "dense+seed=2",
+                          "moe-64+seed=0", "moe-64+seed=1", "moe-64+seed=2",
+                          "bfly-64+seed=0", "bfly-64+seed=1", "bfly-64+seed=2", "moe-4+seed=0"]
+    rest = order[9:]
+    assert rest[:len(rest) // 3] == [f"{r}+seed=0" for r in a.runs[3:]]
+    assert sorted(order) == sorted(ta.expand_seeds(a.runs, a.seeds))
+    # runs named on the command line keep each run's seeds together
+    assert ta.parse_args(["--plan", "comparison", "--runs", "bfly-4", "moe-4"]).run_major is None
 
 
 def test_a_partial_plan_says_what_is_missing(tmp_path):
@@ -132,7 +142,8 @@ def test_a_partial_plan_says_what_is_missing(tmp_path):
         (runs / f"fashion-mnist-{name}.json").write_text(json.dumps(m))
     ta.main(["--plan", "comparison", "--table-only", "--results", str(tmp_path)])
     text = (tmp_path / "train_accuracy.md").read_text()
-    want = ta.expand_seeds(ta.PLANS["comparison"]["runs"], [0, 1, 2])
+    plan = ta.PLANS["comparison"]
+    want = ta.expand_seeds(plan["runs"], [0, 1, 2], plan["run_major"])
     assert f"2 of its {len(want)} runs (15 epochs, seeds 0 1 2) are here." in text
     missing = text.split("Missing: ", 1)[1].split(".\n", 1)[0].split(", ")
     assert missing == [r for r in want if r not in ("bfly-64+seed=0", "moe-64+seed=0")]
