@@ -7,7 +7,12 @@ the shared Linear(d_ff, d) its transformer block applies, so every row maps dim 
 `--author PATH` names a checkout of that code. The author's code is imported from PATH at
 run time and never copied here; without it those rows say "not given".
 
-Every step: zero the gradients, y = layer(x), loss = mean(y^2), backward. The layers run
+Then the whole pico model, as `butterflyvit train` steps it (`--model-batch` images of
+28x28, 0 to skip): the dense ViT, the standard MoE-ViT and ButterflyViT, E and top-k as
+above; a step is zero-grad, forward, cross-entropy + the load-balancing loss, backward and
+one AdamW update.
+
+Every layer step: zero the gradients, y = layer(x), loss = mean(y^2), backward. The layers run
 interleaved (one timed step of each in turn, `--repeats` rounds after `--warmup` rounds),
 so a change in the machine's load hits every row alike; the ratios are taken round by round
 and their median is printed. Median and spread (min-max of the rounds) in milliseconds.
@@ -33,6 +38,9 @@ from torch import nn
 
 from butterflyvit.config import ModelConfig
 from butterflyvit.moe import ButterflyMoE, StandardMoE
+from butterflyvit.presets import preset_config
+from butterflyvit.train import TrainConfig
+from butterflyvit.vit import ViT
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "train_speed.md"
@@ -41,6 +49,7 @@ DEFAULT_SHAPES = [(64, 256, 4096), (256, 1024, 1024)]
 NOT_GIVEN = "not given"
 CHOSEN = "butterfly, chosen"
 STANDARD = "standard MoE"
+MODELS = {"dense ViT": "dense", "standard MoE-ViT": "moe", "ButterflyViT": "butterfly"}
 AUTHOR = "author's ButterflyMoE"
 # Text below this line in the results file is hand-written and kept when the table is rewritten.
 NOTES = "<!-- notes: kept when the table above is rewritten -->"
@@ -90,6 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=positive, default=2, help="torch threads (default 2)")
     p.add_argument("--repeats", type=positive, default=7, help="timed rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--model-batch", type=int, default=128, metavar="N",
+                   help="images per whole-model step (default 128, as training; 0: no "
+                        "whole-model table)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"markdown table (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print only")
     a = p.parse_args(argv)
@@ -98,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--top-k {a.top_k} is more than --experts {a.experts}")
     if a.warmup < 0:
         p.error(f"--warmup {a.warmup} must be 0 or more")
+    if a.model_batch < 0:
+        p.error(f"--model-batch {a.model_batch} must be 0 or more")
     if not a.no_write and not a.out.parent.is_dir():
         p.error(f"--out {a.out}: no such folder {a.out.parent}")
     if a.author is not None:
@@ -207,6 +221,36 @@ def measure(a, s: Shape) -> dict:
     return {label if k == CHOSEN else k: v for k, v in times.items()}
 
 
+def measure_models(a) -> dict:
+    """Whole-model training steps, interleaved like the layers: name -> seconds per round."""
+    torch.manual_seed(0)
+    balance = TrainConfig.balance_weight
+    steps = {}
+    for name, ffn in MODELS.items():
+        model = ViT(preset_config("pico", ffn=ffn, num_experts=a.experts, top_k=a.top_k,
+                                  butterfly_stages=a.stages)).train()
+        steps[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+    images = torch.randn(a.model_batch, 1, 28, 28)
+    labels = torch.randint(0, 10, (a.model_batch,))
+
+    def one(model, opt) -> float:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        logits, aux = model(images, return_aux=True)
+        loss = nn.functional.cross_entropy(logits, labels) + balance * aux["balance"]
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    times = {k: [] for k in steps}
+    for r in range(a.warmup + a.repeats):
+        for k, (model, opt) in steps.items():
+            t = one(model, opt)
+            if r >= a.warmup:
+                times[k].append(t)
+    return times
+
+
 def summarise(times: dict, against: list[str]) -> list[dict]:
     """Rows: median and spread in ms, and the ratio to each row of `against`: the median of
     the round-by-round ratios, so both sides of a ratio saw the same load."""
@@ -228,9 +272,9 @@ def summarise(times: dict, against: list[str]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], first: str = "layer") -> str:
     cols = list(rows[0])
-    head = ["layer", "median ms", "spread ms"] + [c.replace("x ", "time / ") for c in cols[3:]]
+    head = [first, "median ms", "spread ms"] + [c.replace("x ", "time / ") for c in cols[3:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -243,7 +287,12 @@ def machine() -> str:
             f"load average {load} at the end")
 
 
-def report(a, results: list[tuple[Shape, list[dict]]], argv: list[str]) -> str:
+def model_label(a) -> str:
+    return f"Whole pico model, one training step of {a.model_batch} images"
+
+
+def report(a, results: list[tuple[Shape, list[dict]]], argv: list[str],
+           model_rows: list[dict] | None) -> str:
     cmd = "python benchmarks/train_speed.py " + " ".join(shlex.quote(v) for v in argv)
     out = ["# Training speed of one MoE layer (forward + backward, CPU)", "",
            "Written by `benchmarks/train_speed.py`; the command:", "```sh", cmd.strip(), "```",
@@ -256,6 +305,11 @@ def report(a, results: list[tuple[Shape, list[dict]]], argv: list[str]) -> str:
                                      f"{NOT_GIVEN} (`--author PATH`)."), ""]
     for s, rows in results:
         out += [f"## {s.label()}", "", table(rows), ""]
+    if model_rows:
+        out += [f"## {model_label(a)}", "",
+                "dim 64, depth 4, ffn 256, 49 tokens an image; forward, loss, backward and one "
+                "AdamW update, as `butterflyvit train` steps.", "",
+                table(model_rows, "model"), ""]
     return "\n".join(out)
 
 
@@ -269,7 +323,11 @@ def run(argv=None) -> str:
         rows = summarise(times, [STANDARD, AUTHOR])
         results.append((s, rows))
         print(f"{s.label()}\n{table(rows)}\n", flush=True)
-    text = report(a, results, argv)
+    model_rows = None
+    if a.model_batch:
+        model_rows = summarise(measure_models(a), ["standard MoE-ViT"])
+        print(f"{model_label(a)}\n{table(model_rows, 'model')}\n", flush=True)
+    text = report(a, results, argv, model_rows)
     if not a.no_write:
         old = a.out.read_text() if a.out.is_file() else ""
         if NOTES in old:

@@ -17,7 +17,7 @@ def test_defaults():
     a = train_speed.parse_args(["--no-write"])
     assert a.threads == 2 and a.experts == 64 and a.top_k == 2 and a.stages == 4
     assert [(s.dim, s.ffn, s.tokens) for s in a.shapes] == [(64, 256, 4096), (256, 1024, 1024)]
-    assert a.author is None and a.author_layer is None
+    assert a.author is None and a.author_layer is None and a.model_batch == 128
     assert a.out == ROOT / "benchmarks" / "results" / "train_speed.md"
 
 
@@ -28,6 +28,7 @@ def test_defaults():
     (["--top-k", "3", "--experts", "2"], "--top-k 3 is more than --experts 2"),
     (["--author", "/no/such/checkout"], "--author /no/such/checkout: no models/experts.py"),
     (["--out", "/no/such/folder/t.md"], "--out /no/such/folder/t.md: no such folder"),
+    (["--model-batch", "-1"], "--model-batch -1 must be 0 or more"),
 ])
 def test_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -39,13 +40,26 @@ def test_bad_options(argv, message, capsys):
 def test_run_writes_table(tmp_path):
     out = tmp_path / "speed.md"
     argv = ["--shape", "16,32,128", "--experts", "4", "--stages", "2", "--threads", "1",
-            "--repeats", "2", "--warmup", "0", "--out", str(out)]
+            "--repeats", "2", "--warmup", "0", "--model-batch", "3", "--out", str(out)]
     text = train_speed.run(argv)
     assert out.read_text() == text
     assert "python benchmarks/train_speed.py " + " ".join(argv) in text
     assert "## d 16 / d_ff 32 / 128 tokens" in text
-    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
-            for r in text.splitlines() if r.startswith("| ") and not r.startswith("| layer")}
+    layers, models = text.split("## Whole pico model, one training step of 3 images")
+
+    def table_rows(part):
+        return {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+                for r in part.splitlines() if r.startswith("| ")
+                and not r.startswith(("| layer", "| model"))}
+
+    # whole models: median, spread, ratio to the standard MoE-ViT
+    model_rows = table_rows(models)
+    assert list(model_rows) == ["dense ViT", "standard MoE-ViT", "ButterflyViT"]
+    assert model_rows["standard MoE-ViT"][2] == "1.00"
+    for median, spread, ratio in model_rows.values():
+        lo, hi = (float(v) for v in spread.split("-"))
+        assert 0 < lo <= float(median) <= hi and float(ratio) > 0
+    rows = table_rows(layers)
     chosen = [k for k in rows if k.startswith("butterfly, chosen (")]
     assert len(chosen) == 1 and re.fullmatch(r"butterfly, chosen \((grouped|slots|factored)"
                                              r"(, (grouped|slots|factored))*\)", chosen[0])
@@ -67,3 +81,6 @@ def test_run_writes_table(tmp_path):
     again = train_speed.run(argv)
     assert again.endswith(train_speed.NOTES + "\nmeasured while the machine was busy\n")
     assert out.read_text() == again and again.count("## d 16 / d_ff 32 / 128 tokens") == 1
+    # --model-batch 0: the layers only
+    assert "Whole pico model" not in train_speed.run([*argv[:-4], "--model-batch", "0",
+                                                       "--no-write"])
