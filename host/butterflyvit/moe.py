@@ -309,7 +309,7 @@ class ButterflyMoE(_MoEBase):
       multiplied by the shared Q(W_in) together, rotated again (block_rotate).
     - "grouped": the E expert matrices W_e = B(theta_e) Q(W_in) B(phi_e) are formed from the
       angles and the substrate (E*ffn*dim floats, transient, never stored or exported), rows
-      are grouped by expert and multiplied (grouped_linear). Cheap while E*ffn*dim is small
+      are grouped by expert and multiplied (ExpertGroups). Cheap while E*ffn*dim is small
       next to the rows' work.
     """
 
@@ -373,7 +373,7 @@ class ButterflyMoE(_MoEBase):
             x = torch.bmm(pt.transpose(0, 1).reshape(fb, e * bs, bs), q.view(fb, bs, dpad))
             x = x.view(fb, e, bs, db, bs).permute(1, 3, 4, 0, 2).reshape(e, db, bs, fpad)
             # W_e^T = B(phi_e)^T X_e^T, block column b at a time: (E, db) products of (bs, bs)
-            # by (bs, fpad), written straight in the (E, dim, ffn) layout grouped_linear takes
+            # by (bs, fpad), written straight in the (E, dim, ffn) layout the products take
             w = torch.matmul(pp.transpose(-1, -2), x).reshape(e, dpad, fpad)
             return w[:, :d, :f]
         # rows of Q B(phi_e) are B(phi_e)^T applied to the rows of Q
