@@ -31,6 +31,7 @@ import sys
 import time
 import types
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -207,18 +208,30 @@ def measure(a, s: Shape) -> dict:
     torch.manual_seed(0)
     layers, (b, n) = make_layers(a, s)
     x = torch.randn(b, n, s.dim)
-    times = {k: ([] if m is not None else None) for k, m in layers.items()}
     taken = set()
-    for r in range(a.warmup + a.repeats):
-        for k, m in layers.items():
-            if m is not None:
-                t = step(m, x)
-                if r >= a.warmup:
-                    times[k].append(t)
-                if m is layers[CHOSEN]:
-                    taken.add(m.last_impl)
+
+    def chosen_step() -> float:
+        t = step(layers[CHOSEN], x)
+        taken.add(layers[CHOSEN].last_impl)
+        return t
+
+    steps = {k: (chosen_step if k == CHOSEN else partial(step, m, x))
+             for k, m in layers.items() if m is not None}
+    times = interleaved(a, steps)
     label = f"{CHOSEN} ({', '.join(sorted(taken))})"
-    return {label if k == CHOSEN else k: v for k, v in times.items()}
+    return {label if k == CHOSEN else k: times.get(k) for k in layers}
+
+
+def interleaved(a, steps: dict) -> dict:
+    """name -> seconds of each timed round: every step (a callable returning its seconds)
+    once a round, `a.warmup` untimed rounds, then `a.repeats` timed ones."""
+    times = {k: [] for k in steps}
+    for r in range(a.warmup + a.repeats):
+        for k, one in steps.items():
+            t = one()
+            if r >= a.warmup:
+                times[k].append(t)
+    return times
 
 
 def measure_models(a) -> dict:
@@ -242,13 +255,7 @@ def measure_models(a) -> dict:
         opt.step()
         return time.perf_counter() - t0
 
-    times = {k: [] for k in steps}
-    for r in range(a.warmup + a.repeats):
-        for k, (model, opt) in steps.items():
-            t = one(model, opt)
-            if r >= a.warmup:
-                times[k].append(t)
-    return times
+    return interleaved(a, {k: partial(one, *mo) for k, mo in steps.items()})
 
 
 def summarise(times: dict, against: list[str]) -> list[dict]:

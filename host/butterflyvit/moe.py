@@ -194,13 +194,11 @@ class ExpertGroups:
         the k rows in token order (k <= 2). Experts without rows run on an empty segment, so
         every weight stays in the graph (DDP)."""
         out = rows.new_zeros(self.tokens, width)
-        start = 0
-        for expert, xe, count in zip(experts, torch.split(rows, self.counts), self.counts):
+        segments = [torch.split(t, self.counts) for t in (rows, self.token)]
+        row_gates = torch.split(gates, self.counts) if gates is not None else [None] * len(experts)
+        for expert, xe, tokens, g in zip(experts, *segments, row_gates):
             y = expert(xe)
-            if gates is not None:
-                y = y * gates[start:start + count]
-            out.index_add_(0, self.token[start:start + count], y)
-            start += count
+            out.index_add_(0, tokens, y if g is None else y * g)
         return out
 
 
