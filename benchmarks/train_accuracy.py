@@ -252,6 +252,77 @@ def seed_groups(rows):
     return groups
 
 
+def trained_routing(m):
+    """"smoothed" for a run trained (and evaluated) with smoothed routing, else "plain"."""
+    return "smoothed" if m["config"].get("smooth_routing") else "plain"
+
+
+def by_routing(m):
+    """{"plain": (top-1 %, agreement), "smoothed": (top-1 %, agreement)} of an MoE run: its
+    own routing's metrics and its alt_routing's (the same weights, smoothing switched the
+    other way); None where a value is missing."""
+    alt = m.get("alt_routing") or {}
+    own = trained_routing(m)
+    other = "plain" if own == "smoothed" else "smoothed"
+    alt_acc = alt.get("test_acc")
+    return {own: (100 * m["test_acc"], m.get("agreement")),
+            other: (None if alt_acc is None else 100 * alt_acc, alt.get("agreement"))}
+
+
+def routing_mean(ms, routing, i):
+    """Mean over runs ms of by_routing(m)[routing][i] (0: top-1 %, 1: agreement); None if
+    any run lacks it."""
+    vals = [by_routing(m)[routing][i] for m in ms]
+    return None if any(v is None for v in vals) else stats(vals)[0]
+
+
+def smoothing_of(name):
+    """("bfly" | "moe", E, has a +reg=L, trained on smoothed routing) for a run of the
+    regulariser / smoothed-routing study ("bfly-64", "bfly-64+reg=0.01", "bfly-64+sr", any
+    seed), else None."""
+    m = re.fullmatch(r"(bfly|moe)-(\d+)(\+reg(?:=[0-9.e-]+)?)?(\+sr)?", without_seed(name))
+    return (m[1], int(m[2]), bool(m[3]), bool(m[4])) if m else None
+
+
+def smoothing_lines(groups):
+    """The regulariser / smoothed-routing section: for each (data, budget, kind, E) with
+    the plain run and at least one +reg or +sr run, every setting's seed means of top-1
+    and neighbour agreement under each routing, and the change of both (as trained)
+    against the plain run; [] when no such runs."""
+    studies = {}
+    for (ds, name, budget), ms in groups.items():
+        s = smoothing_of(name)
+        if s:
+            studies.setdefault((ds, budget, s[0], s[1]), []).append((name, ms))
+    rows = []
+    for (ds, budget, kind, e), settings in studies.items():
+        base = dict(settings).get(f"{kind}-{e}")
+        if base is None or len(settings) < 2:
+            continue
+        base_acc = stats([100 * m["test_acc"] for m in base])[0]
+        base_agr = routing_mean(base, trained_routing(base[0]), 1)
+        for name, ms in settings:
+            own = trained_routing(ms[0])
+            acc = stats([100 * m["test_acc"] for m in ms])[0]
+            agr = routing_mean(ms, own, 1)
+            rows.append("| " + " | ".join(str(c) for c in [
+                ds, budget, name, ms[0]["train"].get("smooth_weight", 0), own, len(ms),
+                *(f(routing_mean(ms, r, i)) for i, f in ((0, f2), (1, f3))
+                  for r in ("plain", "smoothed")),
+                f"{acc:.2f}", f"{acc - base_acc:+.2f}",
+                "" if agr is None or base_agr is None else f"{agr - base_agr:+.3f}"]) + " |")
+    if not rows:
+        return []
+    return ["", "## Smoothness regulariser and smoothed routing", "",
+            "Seed means. Each setting evaluated with plain top-k routing and with smoothed "
+            "routing (one of the two is the routing it trained with); the changes are of "
+            "top-1 and agreement as trained, against the run without the regulariser or "
+            "smoothed routing at the same number of experts and budget.", "",
+            "| data | epochs | run | reg. λ | routing | seeds | top-1 % plain | top-1 % "
+            "smoothed | agreement plain | agreement smoothed | top-1 % as trained | change | "
+            "agreement change |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows
+
+
 def experts_of(name):
     """("bfly" | "moe", E) for a plain "bfly-E" / "moe-E" run (any seed), else None."""
     m = re.fullmatch(r"(bfly|moe)-(\d+)", without_seed(name))
@@ -263,8 +334,8 @@ def summary_lines(rows):
     out = ["## Over seeds", "",
            "Runs that differ only in `--seed`, at the same budget: top-1 mean, sample standard "
            "deviation and min-max over the seeds (points of %).", "",
-           "| data | run | epochs | seeds | top-1 % | sd | min-max | smoothed % | agreement | "
-           "agr. smoothed | FFN memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| data | run | epochs | seeds | top-1 % | sd | min-max | other routing % | "
+           "agreement | agr. other | FFN memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     means = {}
     for (ds, name, budget), ms in groups.items():
         mean, sd, lo, hi = stats([100 * m["test_acc"] for m in ms])
@@ -294,7 +365,7 @@ def summary_lines(rows):
                 "| data | epochs | E | ButterflyViT top-1 % | standard MoE top-1 % | gap | "
                 "ButterflyViT FFN | standard MoE FFN | memory ratio |",
                 "|---|---|---|---|---|---|---|---|---|"] + cmp_rows
-    return out, means
+    return out + smoothing_lines(groups), means
 
 
 def write_plot(means, path):
@@ -369,19 +440,22 @@ def write_table(progress=None):
            "its load, so are indicative only).", "",
            "- top-1: test-set accuracy after the last step (no early stopping, no test-set "
            "model selection).",
-           "- smoothed: the same weights evaluated with smoothed routing switched on (logits "
-           "averaged over the 4-neighbourhood), without retraining.",
+           "- routing: the routing a run trained and is evaluated with: plain top-k, or "
+           "smoothed (router logits averaged over the 4-neighbourhood, `--smooth-routing`); "
+           "other routing: the same weights evaluated with smoothing switched the other way, "
+           "without retraining.",
            "- agreement: fraction of 4-neighbour patch pairs whose top-1 experts are equal, "
-           "test set, mean over the MoE layers (agr. smoothed: with smoothed routing).",
+           "test set, mean over the MoE layers (agr. other: with the other routing).",
            "- eff. experts: exp(entropy of the expert load) / E, mean over layers (1.0 = "
            "perfectly balanced); used: fraction of experts that got any token.",
            "- FFN memory: every stored byte of the feed-forward layers (`butterflyvit "
            "memory`: trits 5/byte, fp32 row scales and biases, fp16 angles, fp32 float "
            "experts); model: every stored byte of the model.", "",
            *(progress(rows) if progress else []),
-           "| data | run | ffn | E | reg. λ | angle lr × | epochs | steps | top-1 % | smoothed % | agreement | "
-           "agr. smoothed | eff. experts | used | FFN memory | model memory | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| data | run | ffn | E | reg. λ | angle lr × | routing | epochs | steps | top-1 % | "
+           "other routing % | agreement | agr. other | eff. experts | used | FFN memory | "
+           "model memory | wall s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cmds = []
     for ds, name, m in rows:
         cfg, tr = m["config"], m["train"]
@@ -391,7 +465,8 @@ def write_table(progress=None):
         ffn_b, tot_b = expert_memory(cfg)
         cells = [ds, name, cfg["ffn"], cfg["num_experts"] if moe else "-",
                  tr.get("smooth_weight", 0) if moe else "-",
-                 tr.get("angle_lr_scale", 1.0) if cfg["ffn"] == "butterfly" else "-", tr.get("epochs"), m.get("steps"),
+                 tr.get("angle_lr_scale", 1.0) if cfg["ffn"] == "butterfly" else "-",
+                 trained_routing(m) if moe else "-", tr.get("epochs"), m.get("steps"),
                  fmt_pct(m["test_acc"]), fmt_pct(alt.get("test_acc")), f3(m.get("agreement")),
                  f3(alt.get("agreement")), f2(u.get("mean_effective_experts_frac")),
                  f2(u.get("mean_used_experts_frac")), f"{ffn_b / 1e3:,.1f} KB",
