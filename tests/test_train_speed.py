@@ -84,3 +84,16 @@ def test_run_writes_table(tmp_path):
     # --model-batch 0: the layers only
     assert "Whole pico model" not in train_speed.run([*argv[:-4], "--model-batch", "0",
                                                        "--no-write"])
+
+
+def test_rounds_rotate_which_row_goes_first():
+    """Every row gets its timed rounds, and each round starts one row further on, so no row
+    always runs straight after the same one (order effects of caches and the allocator)."""
+    calls = []
+    steps = {k: (lambda k=k: calls.append(k) or 1.0) for k in "abc"}
+    a = train_speed.parse_args(["--no-write", "--repeats", "4", "--warmup", "2"])
+    times = train_speed.interleaved(a, steps)
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert rounds == [list("abc"), list("bca"), list("cab"), list("abc"), list("bca"),
+                      list("cab")]
