@@ -277,11 +277,10 @@ def routing_mean(ms, routing, i):
 
 
 def smoothing_of(name):
-    """("bfly" | "moe", E, has a +reg=L, trained on smoothed routing) for a run of the
-    regulariser / smoothed-routing study ("bfly-64", "bfly-64+reg=0.01", "bfly-64+sr", any
-    seed), else None."""
-    m = re.fullmatch(r"(bfly|moe)-(\d+)(\+reg(?:=[0-9.e-]+)?)?(\+sr)?", without_seed(name))
-    return (m[1], int(m[2]), bool(m[3]), bool(m[4])) if m else None
+    """("bfly" | "moe", E) for a run of the regulariser / smoothed-routing study at E experts
+    ("bfly-64", "bfly-64+reg=0.01", "bfly-64+sr", any seed), else None."""
+    m = re.fullmatch(r"(bfly|moe)-(\d+)(?:\+reg(?:=[0-9.e-]+)?)?(?:\+sr)?", without_seed(name))
+    return (m[1], int(m[2])) if m else None
 
 
 def smoothing_lines(groups):
@@ -291,9 +290,9 @@ def smoothing_lines(groups):
     against the plain run; [] when no such runs."""
     studies = {}
     for (ds, name, budget), ms in groups.items():
-        s = smoothing_of(name)
-        if s:
-            studies.setdefault((ds, budget, s[0], s[1]), []).append((name, ms))
+        kind_e = smoothing_of(name)
+        if kind_e:
+            studies.setdefault((ds, budget, *kind_e), []).append((name, ms))
     rows = []
     for (ds, budget, kind, e), settings in studies.items():
         base = dict(settings).get(f"{kind}-{e}")
