@@ -342,7 +342,7 @@ def summary_lines(rows):
         agr = [m["agreement"] for m in ms if m.get("agreement") is not None]
         agr_s = [m["alt_routing"]["agreement"] for m in ms if m.get("alt_routing")]
         ffn_b = expert_memory(ms[0]["config"])[0]
-        means[(ds, name, budget)] = (mean, sd, ffn_b)
+        means[(ds, name, budget)] = (mean, sd, ffn_b, len(ms))
         out.append("| " + " | ".join(str(c) for c in [
             ds, name, budget, len(ms), f"{mean:.2f}", f2(sd), f"{lo:.2f}-{hi:.2f}",
             f"{stats(alts)[0]:.2f}" if alts else "", f"{stats(agr)[0]:.3f}" if agr else "",
@@ -371,10 +371,11 @@ def write_plot(means, path):
     """Top-1 and FFN memory against the number of experts, one row of panels per (data set,
     budget) with at least two E; returns whether a plot was written."""
     panels = {}
-    for (ds, name, budget), (mean, sd, ffn_b) in means.items():
+    for (ds, name, budget), (mean, sd, ffn_b, n) in means.items():
         ke = experts_of(name)
         if ke:
-            panels.setdefault((ds, budget), {}).setdefault(ke[0], []).append((ke[1], mean, sd or 0, ffn_b))
+            panels.setdefault((ds, budget), {}).setdefault(ke[0], []).append(
+                (ke[1], mean, sd or 0, ffn_b, n))
     panels = {k: v for k, v in panels.items()
               if len({e for pts in v.values() for e, *_ in pts}) >= 2}
     if not panels:
@@ -392,6 +393,9 @@ def write_plot(means, path):
             ax_acc.errorbar(es, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
                             capsize=3, label=labels[kind])
             ax_mem.plot(es, [p[3] / 1e3 for p in pts], marker="o", label=labels[kind])
+            for e, mean, _, _, n in pts:   # a point of one seed has no error bar: say so
+                ax_acc.annotate(f"n={n}", (e, mean), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
         dense = means.get((ds, "dense", budget))
         if dense:
             ax_acc.axhline(dense[0], color="grey", linestyle="--", label="dense ViT")
@@ -401,7 +405,7 @@ def write_plot(means, path):
             ax.set_xticks(all_e, [str(e) for e in all_e])
             ax.set_xlabel("experts per layer")
             ax.legend()
-        ax_acc.set_ylabel("top-1 % (mean over seeds, ± sd)")
+        ax_acc.set_ylabel("top-1 % (mean over n seeds, ± sd)")
         ax_acc.set_title(f"{ds}, {budget} epochs: accuracy")
         ax_mem.set_yscale("log")
         ax_mem.set_ylabel("feed-forward memory, KB")
