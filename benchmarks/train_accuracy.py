@@ -287,7 +287,7 @@ def smoothing_lines(groups):
     """The regulariser / smoothed-routing section: for each (data, budget, kind, E) with
     the plain run and at least one +reg or +sr run, every setting's seed means of top-1
     and neighbour agreement under each routing, and the change of both (as trained)
-    against the plain run; [] when no such runs."""
+    against the plain run at the same seeds; [] when no such runs."""
     studies = {}
     for (ds, name, budget), ms in groups.items():
         kind_e = smoothing_of(name)
@@ -298,9 +298,14 @@ def smoothing_lines(groups):
         base = dict(settings).get(f"{kind}-{e}")
         if base is None or len(settings) < 2:
             continue
-        base_acc = stats([100 * m["test_acc"] for m in base])[0]
-        base_agr = routing_mean(base, trained_routing(base[0]), 1)
+        base_by_seed = {m["train"].get("seed"): m for m in base}
         for name, ms in settings:
+            # paired: against the plain run at the same seeds (all of its seeds if it lacks one)
+            seeds = [m["train"].get("seed") for m in ms]
+            pair = ([base_by_seed[sd] for sd in seeds] if all(sd in base_by_seed for sd in seeds)
+                    else base)
+            base_acc = stats([100 * m["test_acc"] for m in pair])[0]
+            base_agr = routing_mean(pair, trained_routing(pair[0]), 1)
             own = trained_routing(ms[0])
             acc = stats([100 * m["test_acc"] for m in ms])[0]
             agr = routing_mean(ms, own, 1)
@@ -316,7 +321,8 @@ def smoothing_lines(groups):
             "Seed means. Each setting evaluated with plain top-k routing and with smoothed "
             "routing (one of the two is the routing it trained with); the changes are of "
             "top-1 and agreement as trained, against the run without the regulariser or "
-            "smoothed routing at the same number of experts and budget.", "",
+            "smoothed routing at the same number of experts, budget and seeds (paired: a "
+            "setting run at seed 0 only is compared with the plain run's seed 0).", "",
             "| data | epochs | run | reg. λ | routing | seeds | top-1 % plain | top-1 % "
             "smoothed | agreement plain | agreement smoothed | top-1 % as trained | change | "
             "agreement change |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows

@@ -158,41 +158,46 @@ def test_a_partial_plan_says_what_is_missing(tmp_path):
 def test_regulariser_and_smoothed_routing_section(tmp_path):
     """Each setting's top-1 and agreement under plain and smoothed routing come from the
     right side of its JSON (a run trained on smoothed routing has plain routing as its
-    alt_routing), and the changes are against the plain run's seed mean."""
+    alt_routing), and the changes are against the plain run at the same seeds (all its
+    seeds when it lacks one)."""
     runs = tmp_path / "runs"
     runs.mkdir()
     template = json.loads(next((ROOT / "benchmarks/results/runs")
                                .glob("fashion-mnist-bfly-64.json")).read_text())
 
     def write(name, acc, agr, alt_acc, alt_agr, weight=0.0, smooth=False):
+        seed = int(name.rsplit("=", 1)[1])
         m = dict(template, test_acc=acc, agreement=agr,
                  alt_routing={"smooth_routing": not smooth, "test_acc": alt_acc,
                               "agreement": alt_agr},
                  config=dict(template["config"], smooth_routing=smooth),
-                 train=dict(template["train"], epochs=15.0, smooth_weight=weight))
+                 train=dict(template["train"], epochs=15.0, smooth_weight=weight, seed=seed))
         (runs / f"fashion-mnist-{name}.json").write_text(json.dumps(m))
 
     write("bfly-64+seed=0", 0.90, 0.30, 0.85, 0.40)
     write("bfly-64+seed=1", 0.80, 0.40, 0.75, 0.50)
     write("bfly-64+reg=0.01+seed=0", 0.86, 0.45, 0.84, 0.55, weight=0.01)
+    write("bfly-64+reg=0.1+seed=5", 0.84, 0.50, 0.83, 0.52, weight=0.1)   # no plain seed 5
     write("bfly-64+sr+seed=0", 0.87, 0.60, 0.70, 0.33, smooth=True)
     write("moe-64+seed=0", 0.91, 0.35, 0.80, 0.45)        # no variant: no moe rows
     ta.main(["--table-only", "--results", str(tmp_path)])
     text = (tmp_path / "train_accuracy.md").read_text()
     rows = {r["run"]: r for r in table(text, "## Smoothness regulariser and smoothed routing")}
-    assert sorted(rows) == ["bfly-64", "bfly-64+reg=0.01", "bfly-64+sr"]
+    assert sorted(rows) == ["bfly-64", "bfly-64+reg=0.01", "bfly-64+reg=0.1", "bfly-64+sr"]
     base = rows["bfly-64"]
     assert (base["seeds"], base["routing"], base["top-1 % plain"], base["top-1 % smoothed"],
             base["agreement plain"], base["agreement smoothed"], base["change"]) == (
         "2", "plain", "85.00", "80.00", "0.350", "0.450", "+0.00")
     reg = rows["bfly-64+reg=0.01"]
     assert (reg["reg. λ"], reg["top-1 % as trained"], reg["change"],
-            reg["agreement change"]) == ("0.01", "86.00", "+1.00", "+0.100")
+            reg["agreement change"]) == ("0.01", "86.00", "-4.00", "+0.150")   # vs seed 0
+    unpaired = rows["bfly-64+reg=0.1"]
+    assert (unpaired["change"], unpaired["agreement change"]) == ("-1.00", "+0.150")
     sr = rows["bfly-64+sr"]
     assert (sr["routing"], sr["top-1 % plain"], sr["top-1 % smoothed"],
             sr["agreement plain"], sr["agreement smoothed"]) == (
         "smoothed", "70.00", "87.00", "0.330", "0.600")
-    assert (sr["change"], sr["agreement change"]) == ("+2.00", "+0.250")
+    assert (sr["change"], sr["agreement change"]) == ("-3.00", "+0.300")
     # the per-run table says which routing each run trained with
     per_run = {r["run"]: r for r in table(text, "every stored byte of the model.")}
     assert per_run["bfly-64+sr+seed=0"]["routing"] == "smoothed"
