@@ -15,7 +15,8 @@ one AdamW update.
 Every layer step: zero the gradients, y = layer(x), loss = mean(y^2), backward. The layers run
 interleaved (one timed step of each in turn, each round starting one row further on;
 `--repeats` rounds after `--warmup` rounds), so a change in the machine's load hits every
-row alike; the ratios are taken round by round and their median is printed. Median and spread (min-max of the rounds) in milliseconds.
+row alike; the ratios are taken round by round and their median is printed. Median and
+spread (min-max of the rounds) in milliseconds.
 
     python benchmarks/train_speed.py --author ../butterfly_moe      # writes results/train_speed.md
 """
@@ -310,8 +311,8 @@ def report(a, results: list[tuple[Shape, list[dict]]], argv: list[str],
            "Written by `benchmarks/train_speed.py`; the command:", "```sh", cmd.strip(), "```",
            f"E {a.experts}, top-{a.top_k}, n_l {a.stages}; {a.repeats} interleaved rounds (each "
            f"starting one row further on) after {a.warmup} warm-up rounds; median and min-max "
-           "spread of one step; ratios are the "
-           "median of the round-by-round ratios (< 1: faster than that row).", "",
+           "spread of one step; ratios are the median of the round-by-round ratios (< 1: "
+           "faster than that row).", "",
            f"Machine: {machine()}.", "",
            "The author's layer: " + (f"`HOMoE_Layer` from `{a.author_file}` of the checkout "
                                      "given, followed by Linear(d_ff, d)." if a.author_file else
