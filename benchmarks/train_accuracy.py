@@ -154,6 +154,7 @@ def run_grid(args):
 def start_run(args, total, i, name, out):
     cmd = command(args, name)
     log = Path(args.log_dir) / f"{args.dataset}-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     resume = []
     if args.ckpt_dir:
         # a checkpoint every --save-every steps; an interrupted run continues from it
