@@ -51,6 +51,7 @@ DEFAULT_SHAPES = [(64, 256, 4096), (256, 1024, 1024)]
 NOT_GIVEN = "not given"
 CHOSEN = "butterfly, chosen"
 STANDARD = "standard MoE"
+EAGER_FORMING = "butterfly, grouped forced, forming in PyTorch ops"
 MODELS = {"dense ViT": "dense", "standard MoE-ViT": "moe", "ButterflyViT": "butterfly"}
 AUTHOR = "author's ButterflyMoE"
 # Text below this line in the results file is hand-written and kept when the table is rewritten.
@@ -185,6 +186,10 @@ def make_layers(a, s: Shape) -> dict:
         m = ButterflyMoE(cfg, impl=impl)
         m.load_state_dict(chosen.state_dict())
         layers[f"butterfly, {impl} forced"] = m
+        if impl == "grouped":   # the same path with the PyTorch-op forming, for the kernel's share
+            m = ButterflyMoE(cfg, impl=impl, form="blocks")
+            m.load_state_dict(chosen.state_dict())
+            layers[EAGER_FORMING] = m
     layers[STANDARD] = StandardMoE(cfg)
     layers[AUTHOR] = (AuthorLayer(a.author_layer, s, a.experts, a.top_k, a.stages)
                                        if a.author_layer else None)

@@ -288,8 +288,10 @@ def test_butterfly_moe_paths_agree(dim, ffn, n_l):
         torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
         for u, v in zip(torch.autograd.grad(a.square().sum(), params), gref):
             torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
-    # stage-wise materialisation agrees with the block one
+    # stage-wise materialisation agrees with the block one and the C kernel's
     torch.testing.assert_close(m.expert_matrices_t("blocks"), m.expert_matrices_t("stages"),
+                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(m.expert_matrices_t("kernel"), m.expert_matrices_t("stages"),
                                atol=1e-6, rtol=1e-6)
 
 

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from .butterfly import (angle_mask, butterfly, butterfly_blocks, check_stages, init_angles,
                         padded_size)
+from . import forming
 from .ternary import TernaryLinear
 
 
@@ -312,16 +313,20 @@ class ButterflyMoE(_MoEBase):
     """
 
     IMPLS = ("grouped", "slots", "factored")
+    FORMS = ("kernel", "blocks", "stages")
 
-    def __init__(self, cfg, impl: str = "auto"):
+    def __init__(self, cfg, impl: str = "auto", form: str = "auto"):
         super().__init__(cfg)
         if impl != "auto" and impl not in self.IMPLS:
             raise ValueError(f"impl must be 'auto' or one of {self.IMPLS}, got {impl!r}")
+        if form != "auto" and form not in self.FORMS:
+            raise ValueError(f"form must be 'auto' or one of {self.FORMS}, got {form!r}")
         n_l = cfg.butterfly_stages
         check_stages(cfg.dim, n_l)
         check_stages(cfg.ffn_dim, n_l)
         self.n_stages = n_l
         self.impl = impl
+        self.form = form                    # how "grouped" forms W_e (form_method)
         self.last_impl: str | None = None   # the path the last forward took
         self.w_in = TernaryLinear(cfg.dim, cfg.ffn_dim, bias=False)
         self.w_out = TernaryLinear(cfg.ffn_dim, cfg.dim, bias=True)
@@ -349,17 +354,53 @@ class ButterflyMoE(_MoEBase):
         h = butterfly(h, ct[idx], st[idx])
         return F.relu(h)
 
-    def expert_matrices_t(self, method: str = "auto") -> torch.Tensor:
+    def form_method(self, method: str | None = None) -> str:
+        """How expert_matrices_t forms the matrices: `method` (default self.form), "auto"
+        taking the C kernel where it can run (float32 on the CPU, a C compiler at hand),
+        else "blocks" while 2**n_l <= MAX_FORM_BLOCK, else "stages"."""
+        method = method or self.form
+        if method != "auto":
+            return method
+        if forming.usable_for(self.phi, self.theta, self.w_in.weight):
+            return "kernel"
+        return "blocks" if (1 << self.n_stages) <= MAX_FORM_BLOCK else "stages"
+
+    def expert_weights_t(self, method: str | None = None) -> list[torch.Tensor]:
+        """Each expert's W_e^T, (dim, ffn_dim): E tensors (the grouped path's weights). The
+        kernel makes them as separate tensors, so each expert's gradient goes back on its
+        own; the other methods unbind expert_matrices_t."""
+        method = self.form_method(method)
+        if method != "kernel":
+            return list(self.expert_matrices_t(method).unbind(0))
+        q = self.w_in.quantized_weight()                       # (f, d)
+        f, d = self.ffn_dim, self.dim
+        phi, theta = self.phi * self.phi_mask, self.theta * self.theta_mask
+        fpad, dpad = 2 * theta.shape[-1], 2 * phi.shape[-1]
+        if (fpad, dpad) != (f, d):
+            q = F.pad(q, (0, dpad - d, 0, fpad - f))
+        ws = forming.form_expert_matrices_t(q, phi, theta)
+        # sliced only when padded: the backward of any slice, even a whole one, builds a
+        # zero tensor of the full size and copies the gradient in
+        return [w[:d, :f] for w in ws] if (fpad, dpad) != (f, d) else list(ws)
+
+    def expert_matrices_t(self, method: str | None = None) -> torch.Tensor:
         """W_e^T for all experts, (E, dim, ffn_dim): W_e^T = (B(theta_e) Q B(phi_e))^T.
 
-        "blocks" (default while 2**n_l <= MAX_FORM_BLOCK): B is block diagonal with blocks of
-        2**n_l, so W_e = blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions.
-        "stages": rotate the rows/columns of Q stage by stage (any n_l)."""
-        cp, sp, ct, st = self._angles()
+        Three computations of the same matrices (tests check values and gradients agree):
+        "kernel": the C kernel (forming.py), every expert's stages in cache, forward and
+        backward. "blocks": B is block diagonal with blocks of 2**n_l, so W_e =
+        blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions. "stages":
+        rotate the rows/columns of Q stage by stage. Default: form_method()."""
+        method = self.form_method(method)
+        if method not in self.FORMS:
+            raise ValueError(f"form must be 'auto' or one of {self.FORMS}, got {method!r}")
+        if method == "kernel":
+            return torch.stack(self.expert_weights_t(method))
         q = self.w_in.quantized_weight()                       # (f, d)
         e, f, d = self.num_experts, self.ffn_dim, self.dim
+        cp, sp, ct, st = self._angles()
         bs = 1 << self.n_stages
-        if method == "blocks" or (method == "auto" and bs <= MAX_FORM_BLOCK):
+        if method == "blocks":
             pp = butterfly_blocks(cp, sp)          # (E, db, bs, bs): [e, b, j, l] of B(phi_e)
             pt = butterfly_blocks(ct, st)          # (E, fb, bs, bs): [e, c, r, i] of B(theta_e)
             fpad, dpad = 2 * ct.shape[-1], 2 * cp.shape[-1]
@@ -376,7 +417,8 @@ class ButterflyMoE(_MoEBase):
             # W_e^T = B(phi_e)^T X_e^T, block column b at a time: (E, db) products of (bs, bs)
             # by (bs, fpad), written straight in the (E, dim, ffn) layout the products take
             w = torch.matmul(pp.transpose(-1, -2), x).reshape(e, dpad, fpad)
-            return w[:, :d, :f]
+            # sliced only when padded (expert_weights_t says why)
+            return w if (fpad, dpad) == (f, d) else w[:, :d, :f]
         # rows of Q B(phi_e) are B(phi_e)^T applied to the rows of Q
         qb = butterfly(q.expand(e, *q.shape), cp[:, None], sp[:, None], transpose=True)
         # columns of B(theta_e) (Q B(phi_e)): rotate the rows of its transpose
@@ -429,8 +471,7 @@ class ButterflyMoE(_MoEBase):
             # a multiply at width dim instead of ffn_dim (forward and backward).
             groups = ExpertGroups(flat, self.num_experts, k)
             rows = groups.rows(x.reshape(b * n, d)) * groups.gates(gates)
-            experts = [partial(_relu_matmul, weight_t=w)
-                       for w in self.expert_matrices_t().unbind(0)]
+            experts = [partial(_relu_matmul, weight_t=w) for w in self.expert_weights_t()]
             mixed = groups.mix_experts(rows, experts, self.ffn_dim)
         else:
             rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
