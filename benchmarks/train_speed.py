@@ -51,7 +51,7 @@ DEFAULT_SHAPES = [(64, 256, 4096), (256, 1024, 1024)]
 NOT_GIVEN = "not given"
 CHOSEN = "butterfly, chosen"
 STANDARD = "standard MoE"
-EAGER_FORMING = "butterfly, grouped forced, forming in PyTorch ops"
+NO_KERNELS = "PyTorch ops only"   # rows without the C training kernels
 MODELS = {"dense ViT": "dense", "standard MoE-ViT": "moe", "ButterflyViT": "butterfly"}
 AUTHOR = "author's ButterflyMoE"
 # Text below this line in the results file is hand-written and kept when the table is rewritten.
@@ -186,10 +186,10 @@ def make_layers(a, s: Shape) -> dict:
         m = ButterflyMoE(cfg, impl=impl)
         m.load_state_dict(chosen.state_dict())
         layers[f"butterfly, {impl} forced"] = m
-        if impl == "grouped":   # the same path with the PyTorch-op forming, for the kernel's share
-            m = ButterflyMoE(cfg, impl=impl, form="blocks")
+        if impl in ("grouped", "slots"):   # the same path in PyTorch ops: the kernels' share
+            m = ButterflyMoE(cfg, impl=impl, kernels=False)
             m.load_state_dict(chosen.state_dict())
-            layers[EAGER_FORMING] = m
+            layers[f"butterfly, {impl} forced, {NO_KERNELS}"] = m
     layers[STANDARD] = StandardMoE(cfg)
     layers[AUTHOR] = (AuthorLayer(a.author_layer, s, a.experts, a.top_k, a.stages)
                                        if a.author_layer else None)

@@ -284,10 +284,12 @@ def test_butterfly_moe_paths_agree(dim, ffn, n_l):
     ref = m.expert_hidden(x, idx, "factored")
     gref = torch.autograd.grad(ref.square().sum(), params)
     for impl in ("grouped", "slots", "auto"):
-        a = m.expert_hidden(x, idx, impl)
-        torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
-        for u, v in zip(torch.autograd.grad(a.square().sum(), params), gref):
-            torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+        for kernels in (True, False):   # C kernels (forming, block_rows) and PyTorch ops
+            m.kernels = kernels
+            a = m.expert_hidden(x, idx, impl)
+            torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
+            for u, v in zip(torch.autograd.grad(a.square().sum(), params), gref):
+                torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
     # stage-wise materialisation agrees with the block one and the C kernel's
     torch.testing.assert_close(m.expert_matrices_t("blocks"), m.expert_matrices_t("stages"),
                                atol=1e-6, rtol=1e-6)
@@ -307,8 +309,11 @@ def test_expert_path_chooser():
     # 1,024 tokens x 2: forming 64 matrices of 1024x256 costs more than the shared product
     assert wide.choose_impl(2048, 32) == "slots"
     assert wide.choose_impl(2048, 60) == "slots"
-    # few rows: slots even at the small shape; one expert taking all rows: factored
+    # few rows: slots even at the small shape; one expert taking all rows: factored, unless
+    # the C kernel runs slots on the rows themselves (no slot table to pad)
     assert pico.choose_impl(256, 8) == "slots"
+    assert wide.uses_kernels() and wide.choose_impl(2048, 2048) == "slots"
+    wide.kernels = False
     assert wide.choose_impl(2048, 2048) == "factored"
     costs = expert_path_costs(2048, 32, 64, 256, 1024, 4)
     assert costs["slots"] < costs["factored"] < costs["grouped"]
@@ -321,9 +326,10 @@ def test_expert_path_chooser():
     y = m(x)
     assert m.last_impl in ButterflyMoE.IMPLS
     for impl in ButterflyMoE.IMPLS:
-        m.impl = impl
-        torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
-        assert m.last_impl == impl
+        for kernels in (True, False):
+            m.impl, m.kernels = impl, kernels
+            torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
+            assert m.last_impl == impl
 
 
 def test_butterfly_moe_matches_definition():

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .butterfly import (angle_mask, butterfly, butterfly_blocks, check_stages, init_angles,
                         padded_size)
-from . import forming
+from . import train_kernels
 from .ternary import TernaryLinear
 
 
@@ -262,10 +262,12 @@ def block_rotate(x: torch.Tensor, slot: torch.Tensor, cap: int,
 # differs is counted, in multiply-adds of a batched matmul:
 #   grouped:  form the E matrices, two block contractions: 2 * E * ffn_pad * dim_pad * bs
 #   slots:    block rotations on the (E, cap) slot table:   E * cap * (dim_pad + ffn_pad) * bs
+#             (with the C kernels on the rows themselves, no table: rows in place of E * cap)
 #   factored: per-row stages with gathered angles: FACTORED_STAGE_COST * rows * (dim_pad +
 #             ffn_pad) * n_l (elementwise, about 30 multiply-adds each, forward + backward)
 # bs = 2**n_l; cap = the most rows routed to one expert (the slot table's padding grows with
-# imbalance: factored wins only when cap is many times the mean). Fitted on a 2-core CPU
+# imbalance: factored wins only when cap is many times the mean). With the C kernels the same
+# model holds (both cheaper, in proportion; benchmarks/results/train_speed.md). Fitted on a 2-core CPU
 # (benchmarks/train_speed.py): grouped wins at dim 64 / ffn 256 / 8,192 rows, slots at dim 256 /
 # ffn 1,024 / 2,048 rows, where forming the matrices costs as much as the shared product.
 FACTORED_STAGE_COST = 30
@@ -274,13 +276,14 @@ MAX_FORM_BLOCK = 32
 
 
 def expert_path_costs(rows: int, cap: int, experts: int, dim: int, ffn: int,
-                      n_stages: int) -> dict[str, int]:
-    """The cost model above: path name -> relative cost of one forward + backward."""
+                      n_stages: int, slot_table: bool = True) -> dict[str, int]:
+    """The cost model above: path name -> relative cost of one forward + backward;
+    slot_table False: "slots" runs on the rows by the C kernel (no padding)."""
     bs = 1 << n_stages
     dp, fp = padded_size(dim), padded_size(ffn)
     form = bs if bs <= MAX_FORM_BLOCK else FACTORED_STAGE_COST * n_stages
     return {"grouped": 2 * experts * fp * dp * form,
-            "slots": experts * cap * (dp + fp) * bs,
+            "slots": (experts * cap if slot_table else rows) * (dp + fp) * bs,
             "factored": FACTORED_STAGE_COST * rows * (dp + fp) * n_stages}
 
 
@@ -303,30 +306,31 @@ class ButterflyMoE(_MoEBase):
     - "factored" (the device's order, never forms W_e): every (token, slot) row gathers its
       expert's cos/sin, is rotated by B(phi_e), multiplied by the one shared Q(W_in), and
       rotated by B(theta_e). Per-row gathers and elementwise stages: slow on a CPU.
-    - "slots": with n_l stages B is block diagonal (blocks of bs = 2**n_l); rows are put in
-      a per-expert slot table and rotated by their expert's blocks in one batched matmul,
-      multiplied by the shared Q(W_in) together, rotated again (block_rotate).
+    - "slots": with n_l stages B is block diagonal (blocks of bs = 2**n_l); each row is
+      rotated by its expert's blocks, all rows are multiplied by the shared Q(W_in) together,
+      and rotated again. The C kernel (train_kernels.block_rows) works on the rows sorted by
+      expert, where they lie; without it, rows are put in a per-expert slot table and rotated
+      in one batched matmul (block_rotate).
     - "grouped": the E expert matrices W_e = B(theta_e) Q(W_in) B(phi_e) are formed from the
-      angles and the substrate (E*ffn*dim floats, transient, never stored or exported), rows
-      are grouped by expert and multiplied (ExpertGroups). Cheap while E*ffn*dim is small
-      next to the rows' work.
+      angles and the substrate (E*ffn*dim floats, transient, never stored or exported; by
+      the C kernel where it runs, expert_matrices_t), rows are grouped by expert and
+      multiplied (ExpertGroups). Cheap while E*ffn*dim is small next to the rows' work.
+    kernels=False keeps to PyTorch ops (the C kernels' share in benchmarks/train_speed.py).
     """
 
     IMPLS = ("grouped", "slots", "factored")
     FORMS = ("kernel", "blocks", "stages")
 
-    def __init__(self, cfg, impl: str = "auto", form: str = "auto"):
+    def __init__(self, cfg, impl: str = "auto", kernels: bool = True):
         super().__init__(cfg)
         if impl != "auto" and impl not in self.IMPLS:
             raise ValueError(f"impl must be 'auto' or one of {self.IMPLS}, got {impl!r}")
-        if form != "auto" and form not in self.FORMS:
-            raise ValueError(f"form must be 'auto' or one of {self.FORMS}, got {form!r}")
         n_l = cfg.butterfly_stages
         check_stages(cfg.dim, n_l)
         check_stages(cfg.ffn_dim, n_l)
         self.n_stages = n_l
         self.impl = impl
-        self.form = form                    # how "grouped" forms W_e (form_method)
+        self.kernels = kernels              # the C training kernels where they can run
         self.last_impl: str | None = None   # the path the last forward took
         self.w_in = TernaryLinear(cfg.dim, cfg.ffn_dim, bias=False)
         self.w_out = TernaryLinear(cfg.ffn_dim, cfg.dim, bias=True)
@@ -338,7 +342,7 @@ class ButterflyMoE(_MoEBase):
     def choose_impl(self, rows: int, cap: int) -> str:
         """The cheapest path for `rows` routed rows, at most `cap` of them on one expert."""
         costs = expert_path_costs(rows, cap, self.num_experts, self.dim, self.ffn_dim,
-                                  self.n_stages)
+                                  self.n_stages, slot_table=not self.uses_kernels())
         return min(self.IMPLS, key=costs.__getitem__)   # ties: the earlier in IMPLS
 
     def _angles(self):
@@ -354,14 +358,18 @@ class ButterflyMoE(_MoEBase):
         h = butterfly(h, ct[idx], st[idx])
         return F.relu(h)
 
+    def uses_kernels(self) -> bool:
+        """The C training kernels (train_kernels.py) run this layer's butterflies: allowed
+        (self.kernels), and they can (float32 on the CPU, a C compiler at hand)."""
+        return self.kernels and train_kernels.usable_for(self.phi, self.theta,
+                                                         self.w_in.weight)
+
     def form_method(self, method: str | None = None) -> str:
-        """How expert_matrices_t forms the matrices: `method` (default self.form), "auto"
-        taking the C kernel where it can run (float32 on the CPU, a C compiler at hand),
-        else "blocks" while 2**n_l <= MAX_FORM_BLOCK, else "stages"."""
-        method = method or self.form
-        if method != "auto":
+        """How expert_matrices_t forms the matrices: `method`, else the C kernel where it
+        runs (uses_kernels), else "blocks" while 2**n_l <= MAX_FORM_BLOCK, else "stages"."""
+        if method:
             return method
-        if forming.usable_for(self.phi, self.theta, self.w_in.weight):
+        if self.uses_kernels():
             return "kernel"
         return "blocks" if (1 << self.n_stages) <= MAX_FORM_BLOCK else "stages"
 
@@ -378,7 +386,7 @@ class ButterflyMoE(_MoEBase):
         fpad, dpad = 2 * theta.shape[-1], 2 * phi.shape[-1]
         if (fpad, dpad) != (f, d):
             q = F.pad(q, (0, dpad - d, 0, fpad - f))
-        ws = forming.form_expert_matrices_t(q, phi, theta)
+        ws = train_kernels.form_expert_matrices_t(q, phi, theta)
         # sliced only when padded: the backward of any slice, even a whole one, builds a
         # zero tensor of the full size and copies the gradient in
         return [w[:d, :f] for w in ws] if (fpad, dpad) != (f, d) else list(ws)
@@ -387,13 +395,13 @@ class ButterflyMoE(_MoEBase):
         """W_e^T for all experts, (E, dim, ffn_dim): W_e^T = (B(theta_e) Q B(phi_e))^T.
 
         Three computations of the same matrices (tests check values and gradients agree):
-        "kernel": the C kernel (forming.py), every expert's stages in cache, forward and
+        "kernel": the C kernel (train_kernels.py), every expert's stages in cache, forward and
         backward. "blocks": B is block diagonal with blocks of 2**n_l, so W_e =
         blocks(theta_e) . Q . blocks(phi_e) is two small batched contractions. "stages":
         rotate the rows/columns of Q stage by stage. Default: form_method()."""
         method = self.form_method(method)
         if method not in self.FORMS:
-            raise ValueError(f"form must be 'auto' or one of {self.FORMS}, got {method!r}")
+            raise ValueError(f"form must be one of {self.FORMS}, got {method!r}")
         if method == "kernel":
             return torch.stack(self.expert_weights_t(method))
         q = self.w_in.quantized_weight()                       # (f, d)
@@ -428,7 +436,14 @@ class ButterflyMoE(_MoEBase):
         return F.relu(grouped_linear(x, idx, self.expert_matrices_t()))
 
     def expert_hidden_slots(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The factored order, each rotation as its expert's diagonal blocks (block_rotate)."""
+        """The factored order, each rotation as its expert's diagonal blocks: on rows sorted
+        by expert by the C kernel (expert_hidden_sorted), else in a slot table
+        (block_rotate)."""
+        if self.uses_kernels():
+            order = torch.argsort(idx, stable=True)
+            counts = torch.bincount(idx, minlength=self.num_experts).tolist()
+            h = self.expert_hidden_sorted(x[order], counts)
+            return torch.empty_like(h).index_copy(0, order, h)
         cp, sp, ct, st = self._angles()
         pp = butterfly_blocks(cp, sp)                      # (E, dpad/bs, bs, bs)
         pt = butterfly_blocks(ct, st)                      # (E, fpad/bs, bs, bs)
@@ -436,6 +451,21 @@ class ButterflyMoE(_MoEBase):
         h = block_rotate(x, slot, cap, pp)
         h = F.linear(h, self.w_in.quantized_weight())
         return F.relu(block_rotate(h, slot, cap, pt))
+
+    def expert_hidden_sorted(self, rows: torch.Tensor, counts: list) -> torch.Tensor:
+        """h for rows sorted by expert (counts[e] rows of expert e), each rotation as its
+        expert's diagonal blocks applied to the rows where they lie (the C kernel's
+        block_rows), the shared Q(W_in) one product for all rows."""
+        cp, sp, ct, st = self._angles()
+        starts = train_kernels.segment_starts(counts)
+        d, f = self.dim, self.ffn_dim
+        dpad, fpad = 2 * cp.shape[-1], 2 * ct.shape[-1]
+        h = rows if dpad == d else F.pad(rows, (0, dpad - d))
+        h = train_kernels.block_rows(h, butterfly_blocks(cp, sp), starts)
+        h = F.linear(h if dpad == d else h[:, :d], self.w_in.quantized_weight())
+        h = h if fpad == f else F.pad(h, (0, fpad - f))
+        h = train_kernels.block_rows(h, butterfly_blocks(ct, st), starts)
+        return F.relu(h if fpad == f else h[:, :f])
 
     def path_for(self, idx: torch.Tensor, impl: str | None = None) -> str:
         """The path rows routed to experts idx (M,) take: `impl` (default self.impl), "auto"
@@ -465,14 +495,19 @@ class ButterflyMoE(_MoEBase):
         k = self.top_k
         flat = idx.reshape(-1)
         impl = self.path_for(flat)
-        if impl == "grouped":
+        sorted_slots = impl == "slots" and self.uses_kernels()
+        if impl == "grouped" or sorted_slots:
             # Rows stay sorted by expert from the gather to the mixture (ExpertGroups), and
             # the gate scales the row before its expert, g ReLU(W x) = ReLU(W (g x)) as g >= 0:
             # a multiply at width dim instead of ffn_dim (forward and backward).
             groups = ExpertGroups(flat, self.num_experts, k)
             rows = groups.rows(x.reshape(b * n, d)) * groups.gates(gates)
-            experts = [partial(_relu_matmul, weight_t=w) for w in self.expert_weights_t()]
-            mixed = groups.mix_experts(rows, experts, self.ffn_dim)
+            if sorted_slots:   # every row at once: one shared product, one scatter-add
+                h = self.expert_hidden_sorted(rows, groups.counts)
+                mixed = h.new_zeros(b * n, self.ffn_dim).index_add_(0, groups.token, h)
+            else:
+                experts = [partial(_relu_matmul, weight_t=w) for w in self.expert_weights_t()]
+                mixed = groups.mix_experts(rows, experts, self.ffn_dim)
         else:
             rows = x.reshape(b * n, 1, d).expand(b * n, k, d).reshape(b * n * k, d)
             h = self.expert_hidden(rows, flat, impl)
