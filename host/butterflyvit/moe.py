@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import train_kernels
 from .butterfly import (angle_mask, butterfly, butterfly_blocks, check_stages, init_angles,
                         padded_size)
-from . import train_kernels
 from .ternary import TernaryLinear
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import train_kernels
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import augment, load_dataset, normalize
@@ -296,6 +297,11 @@ def _train(model_cfg, tc, dist):
     _log(f"{model_cfg.ffn} ViT, {n_params:,} parameters, {tc.dataset} "
          f"{len(train_split)} train / {len(ds.test)} test, {total} steps "
          f"({steps_per_epoch}/epoch) of {tc.batch_size} on {dist.world} x {dist.device}", dist)
+    if model_cfg.ffn == "butterfly" and not dist.cuda:
+        why = None if train_kernels.available() else train_kernels.why_unavailable()
+        _log("butterflies: the C training kernels" if why is None else
+             f"butterflies: PyTorch ops ({why}; docs/training.md, 'The C training kernels')",
+             dist)
 
     def checkpoint(metrics, path=None, full=True):
         path = path or tc.out
