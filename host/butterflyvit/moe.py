@@ -266,10 +266,11 @@ def block_rotate(x: torch.Tensor, slot: torch.Tensor, cap: int,
 #   factored: per-row stages with gathered angles: FACTORED_STAGE_COST * rows * (dim_pad +
 #             ffn_pad) * n_l (elementwise, about 30 multiply-adds each, forward + backward)
 # bs = 2**n_l; cap = the most rows routed to one expert (the slot table's padding grows with
-# imbalance: factored wins only when cap is many times the mean). With the C kernels the same
-# model holds (both cheaper, in proportion; benchmarks/results/train_speed.md). Fitted on a 2-core CPU
+# imbalance: factored wins only when cap is many times the mean). Fitted on a 2-core CPU
 # (benchmarks/train_speed.py): grouped wins at dim 64 / ffn 256 / 8,192 rows, slots at dim 256 /
-# ffn 1,024 / 2,048 rows, where forming the matrices costs as much as the shared product.
+# ffn 1,024 / 2,048 rows, where forming the matrices costs as much as the shared product. The
+# C kernels make both cheaper (grouped 0.85x and 0.4x at those shapes, slots 0.7x and 0.75x)
+# and leave both choices as they were.
 FACTORED_STAGE_COST = 30
 # Above this block size "grouped" forms the matrices stage by stage (expert_matrices_t).
 MAX_FORM_BLOCK = 32

@@ -37,8 +37,9 @@
 #include <string.h>
 
 /* GCC on x86-64 builds the row loops for three vector widths and picks one at load time.
- * BVIT_TRAIN_KERNELS_NO_CLONES builds the baseline only (tests compare the two builds' floats). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(BVIT_TRAIN_KERNELS_NO_CLONES)
+ * BVIT_TRAIN_KERNELS_NO_CLONES builds the baseline only (tests compare the builds' floats). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+    && !defined(BVIT_TRAIN_KERNELS_NO_CLONES)
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VECTOR_CLONES
