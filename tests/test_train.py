@@ -175,8 +175,11 @@ def test_cli_train_and_export(tmp_path, capsys):
                    "--no-progress", "--out", str(out), "--export", str(exp),
                    "--metrics-out", str(tmp_path / "m.json")])
     assert rc == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    line = printed.out.strip().splitlines()[-1]
     assert "test_acc" in json.loads(line)
+    # the log says what runs the butterflies (docs/training.md, "The C training kernels")
+    assert "butterflies: the C training kernels" in printed.out + printed.err
     ck = load_checkpoint(exp)
     assert "optimizer" not in ck and ck["config"]["num_experts"] == 3
     assert json.loads((tmp_path / "m.json").read_text())["steps"] == 3
