@@ -50,4 +50,8 @@ if [[ ! -f node_modules/.package-lock.json ]] || ! cmp -s package-lock.json node
     npm ci --silent --no-audit --no-fund
     cp package-lock.json node_modules/.butterflyvit-lock
 fi
+# The C training kernels, built now rather than at the first training step; training runs
+# without them (slower), so a failure here is reported, not fatal (docs/training.md).
+.venv/bin/python -m butterflyvit.train_kernels \
+    || echo "setup: training will use PyTorch ops for the butterflies (see above)" >&2
 echo "setup: ready (.venv/bin/butterflyvit, .venv/bin/micropython, .venv/bin/pytest)"
