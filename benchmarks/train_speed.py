@@ -1,7 +1,8 @@
 """Training speed of one feed-forward MoE layer: forward + backward, CPU.
 
 Rows: the ButterflyViT layer (`moe.ButterflyMoE`) on the path its cost model chooses, then
-each path forced; the standard MoE layer (`moe.StandardMoE`, independent float experts);
+each path forced (grouped and slots also without the C training kernels, "PyTorch ops
+only": the kernels' share); the standard MoE layer (`moe.StandardMoE`, independent float experts);
 and the author's ButterflyMoE layer (`HOMoE_Layer` of the paper's public code, followed by
 the shared Linear(d_ff, d) its transformer block applies, so every row maps dim -> dim) when
 `--author PATH` names a checkout of that code. The author's code is imported from PATH at
